@@ -1,0 +1,290 @@
+"""Typed nodes and the registry that serves them.
+
+A node is a class whose inputs are declared once, as class attributes in order (see nodes/inputs.py), with its
+outputs, display name and category on the class, and a `run` classmethod that is a function of its inputs and a small
+context. From that one declaration the registry derives a `NodeSpec`: the `/object_info` entry in ComfyUI's exact
+format, what validation checks, and how the executor calls the node. ComfyUI-style classes (INPUT_TYPES /
+RETURN_TYPES / FUNCTION) become `NodeSpec`s too (nodes/legacy.py), so the server sees one kind of thing.
+
+Example:
+    class ImageInvert(Node):
+        "Inverts the colours of an image."
+        category = "image"
+        image = Link("IMAGE")
+        outputs = (Output("IMAGE"),)
+
+        @classmethod
+        def run(cls, ctx, image):
+            return (1.0 - image,)
+
+Nothing here imports torch: the server validates and schedules with specs alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from nodes.inputs import Files, Input
+
+HIDDEN_KINDS = ("PROMPT", "DYNPROMPT", "EXTRA_PNGINFO", "UNIQUE_ID")
+
+
+@dataclass(frozen=True)
+class Output:
+    """One output slot: its type, optional display name, and whether it yields a list of items."""
+
+    type: str
+    name: str | None = None
+    is_list: bool = False
+    tooltip: str | None = None
+
+
+@dataclass(frozen=True)
+class Result:
+    """What a node run returns: the output values (one per slot) and, for output nodes, the `ui` dict that becomes
+    the `executed` websocket message and the history outputs (e.g. {"images": [{filename, subfolder, type}]})."""
+
+    values: tuple[Any, ...] = ()
+    ui: Mapping[str, Any] | None = None
+
+
+class Node:
+    """Base of every typed node. Declare inputs as class attributes, `outputs`, and a `run` classmethod.
+
+    Class attributes (all optional except `outputs` for non-output nodes):
+      node_type      registered name (default: the class name); the `class_type` in prompts
+      display_name   title shown in the editor (default: node_type)
+      category       menu path, "/"-separated (default "sd", like ComfyUI)
+      description    shown in the editor (default: the docstring)
+      output_node    True for nodes that produce results (SaveImage, PreviewImage): prompts run from these
+      always_run     True for nodes that must run on every prompt (never served from the cache)
+      input_is_list  ComfyUI's INPUT_IS_LIST: receive whole lists instead of being mapped over items
+      hidden         {argument name: "PROMPT" | "EXTRA_PNGINFO" | "UNIQUE_ID" | "DYNPROMPT"}
+    Optional classmethods:
+      fingerprint(ctx, **literals) -> hashable   mixed into the cache key (e.g. a file's hash), like IS_CHANGED
+      check_lazy(ctx, **inputs) -> [names]       which lazy inputs are needed, given those evaluated so far
+      validate(**literals) -> str | None         extra validation; a string is the error detail
+    """
+
+    node_type: ClassVar[str] = ""
+    display_name: ClassVar[str] = ""
+    category: ClassVar[str] = "sd"
+    description: ClassVar[str] = ""
+    output_node: ClassVar[bool] = False
+    always_run: ClassVar[bool] = False
+    input_is_list: ClassVar[bool] = False
+    deprecated: ClassVar[bool] = False
+    experimental: ClassVar[bool] = False
+    search_aliases: ClassVar[tuple[str, ...]] = ()
+    hidden: ClassVar[Mapping[str, str]] = {}
+    outputs: ClassVar[tuple[Output, ...]] = ()
+    declared_inputs: ClassVar[tuple[Input, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        inherited = {i.name: i for i in getattr(cls, "declared_inputs", ())}
+        own = {name: value for name, value in vars(cls).items() if isinstance(value, Input)}
+        cls.declared_inputs = tuple({**inherited, **own}.values())
+        if not cls.__dict__.get("node_type"):
+            cls.node_type = cls.__name__
+        for name, kind in cls.hidden.items():
+            if kind not in HIDDEN_KINDS:
+                raise TypeError(f"{cls.__name__}: hidden input {name!r} has unknown kind {kind!r}")
+
+    def __init__(self) -> None:  # nodes are never instantiated: they hold no state
+        raise TypeError(f"{type(self).__name__} is a node declaration; call spec.call(ctx, inputs) instead")
+
+    @classmethod
+    def run(cls, ctx: Any, **inputs: Any) -> tuple[Any, ...] | Result:
+        raise NotImplementedError(f"{cls.__name__}.run")
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """Everything the server needs to know about a node type; derived from a declaration, never written by hand."""
+
+    name: str
+    display_name: str
+    category: str
+    description: str
+    inputs: tuple[Input, ...]  # required first, then optional, each in declaration order
+    outputs: tuple[Output, ...]
+    hidden: Mapping[str, str]
+    output_node: bool
+    always_run: bool
+    input_is_list: bool
+    call: Callable[[Any, dict[str, Any]], Result]
+    fingerprint: Callable[[Any, dict[str, Any]], Hashable] | None = None
+    check_lazy: Callable[[Any, dict[str, Any]], Sequence[str]] | None = None
+    validate: Callable[[dict[str, Any]], str | None] | None = None
+    python_module: str = "nodes"
+    deprecated: bool = False
+    experimental: bool = False
+    search_aliases: tuple[str, ...] = ()
+    raw_input_types: Callable[[], Mapping[str, Any]] | None = None  # legacy nodes: INPUT_TYPES served verbatim
+    _by_name: Mapping[str, Input] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_by_name", {i.name: i for i in self.inputs})
+
+    def input(self, name: str) -> Input | None:
+        return self._by_name.get(name)
+
+    @property
+    def output_types(self) -> tuple[str, ...]:
+        return tuple(o.type for o in self.outputs)
+
+    @property
+    def lazy_inputs(self) -> frozenset[str]:
+        return frozenset(i.name for i in self.inputs if i.lazy)
+
+    def info(self, choices: Callable[[Input], Sequence[str] | None]) -> dict[str, Any]:
+        """The `/object_info` entry, in ComfyUI's format. `choices` resolves combo lists (e.g. model files)."""
+        if self.raw_input_types is not None:
+            input_types = dict(self.raw_input_types())
+        else:
+            input_types = {"required": {i.name: i.schema(choices(i)) for i in self.inputs if not i.optional}}
+            optional = {i.name: i.schema(choices(i)) for i in self.inputs if i.optional}
+            if optional:
+                input_types["optional"] = optional
+            if self.hidden:
+                input_types["hidden"] = dict(self.hidden)
+        order = {section: list(entries) for section, entries in input_types.items() if isinstance(entries, Mapping)}
+        info: dict[str, Any] = {
+            "input": input_types,
+            "input_order": order,
+            "is_input_list": self.input_is_list,
+            "output": [o.type for o in self.outputs],
+            "output_is_list": [o.is_list for o in self.outputs],
+            "output_name": [o.name or o.type for o in self.outputs],
+            "name": self.name,
+            "display_name": self.display_name,
+            "description": self.description,
+            "python_module": self.python_module,
+            "category": self.category,
+            "output_node": self.output_node,
+        }
+        tooltips = [o.tooltip or "" for o in self.outputs]
+        if any(tooltips):
+            info["output_tooltips"] = tooltips
+        if self.search_aliases:
+            info["search_aliases"] = list(self.search_aliases)
+        if self.deprecated:
+            info["deprecated"] = True
+        if self.experimental:
+            info["experimental"] = True
+        return info
+
+
+def spec_of(node: type[Node], *, python_module: str = "nodes") -> NodeSpec:
+    """Derive the NodeSpec of a typed node class."""
+    if not (isinstance(node, type) and issubclass(node, Node)):
+        raise TypeError(f"{node!r} is not a Node subclass")
+    required = [i for i in node.declared_inputs if not i.optional]
+    optional = [i for i in node.declared_inputs if i.optional]
+    if not node.outputs and not node.output_node:
+        raise TypeError(f"{node.__name__} declares no outputs and is not an output node")
+    description = node.description or " ".join((node.__doc__ or "").split())
+
+    def call(ctx: Any, inputs: dict[str, Any]) -> Result:
+        result = node.run(ctx, **inputs)
+        if isinstance(result, Result):
+            return result
+        if isinstance(result, tuple):
+            return Result(values=result)
+        raise TypeError(f"{node.__name__}.run returned {type(result).__name__}; expected a tuple or Result")
+
+    def optional_classmethod(name: str) -> Callable[..., Any] | None:
+        method = getattr(node, name, None)
+        return method if callable(method) else None
+
+    fingerprint = optional_classmethod("fingerprint")
+    check_lazy = optional_classmethod("check_lazy")
+    validate = optional_classmethod("validate")
+    return NodeSpec(
+        name=node.node_type,
+        display_name=node.display_name or node.node_type,
+        category=node.category,
+        description=description,
+        inputs=tuple(required + optional),
+        outputs=tuple(node.outputs),
+        hidden=dict(node.hidden),
+        output_node=node.output_node,
+        always_run=node.always_run,
+        input_is_list=node.input_is_list,
+        call=call,
+        fingerprint=(lambda ctx, literals: fingerprint(ctx, **literals)) if fingerprint else None,
+        check_lazy=(lambda ctx, available: list(check_lazy(ctx, **available))) if check_lazy else None,
+        validate=(lambda literals: validate(**literals)) if validate else None,
+        python_module=python_module,
+        deprecated=node.deprecated,
+        experimental=node.experimental,
+        search_aliases=tuple(node.search_aliases),
+    )
+
+
+class DuplicateNode(ValueError):
+    def __init__(self, name: str, first: str, second: str):
+        super().__init__(f"node type {name!r} from {second} is already registered by {first}")
+        self.name, self.first, self.second = name, first, second
+
+
+class Registry:
+    """The node types one server knows, by name. Built by the app factory (or a test), never a module global.
+
+    `list_files(folder)` resolves `Files` combo choices (model files, input images); without it they are empty.
+    """
+
+    def __init__(self, list_files: Callable[[Files], Sequence[str]] | None = None):
+        self._specs: dict[str, NodeSpec] = {}
+        self._sources: dict[str, str] = {}
+        self._list_files = list_files
+
+    def add(self, node: type[Node] | NodeSpec, *, source: str = "core", replace: bool = False) -> NodeSpec:
+        spec = node if isinstance(node, NodeSpec) else spec_of(node, python_module=_module_label(source))
+        if spec.name in self._specs and not replace:
+            raise DuplicateNode(spec.name, self._sources[spec.name], source)
+        self._specs[spec.name] = spec
+        self._sources[spec.name] = source
+        return spec
+
+    def add_all(self, nodes: Iterable[type[Node] | NodeSpec], *, source: str = "core") -> None:
+        for node in nodes:
+            self.add(node, source=source)
+
+    def get(self, name: str) -> NodeSpec | None:
+        return self._specs.get(name)
+
+    def source(self, name: str) -> str | None:
+        return self._sources.get(name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._specs
+
+    def __len__(self) -> int:
+        return len(self._specs)
+
+    def names(self) -> list[str]:
+        return list(self._specs)
+
+    def choices(self, declared: Input) -> Sequence[str] | None:
+        """The current choices of a combo input (None for other inputs)."""
+        source = getattr(declared, "source", None)
+        if source is None:
+            return None
+        if isinstance(source, Files):
+            return list(self._list_files(source)) if self._list_files else []
+        if callable(source):
+            return list(source())
+        return list(source)
+
+    def object_info(self, name: str | None = None) -> dict[str, Any]:
+        """`/object_info` (all nodes) or `/object_info/{name}` (one node, `{}` when unknown, as ComfyUI)."""
+        names = self._specs if name is None else ([name] if name in self._specs else [])
+        return {n: self._specs[n].info(self.choices) for n in names}
+
+
+def _module_label(source: str) -> str:
+    return "nodes" if source == "core" else f"custom_nodes.{source}"
