@@ -1,0 +1,53 @@
+"""What the app hands to nodes through `ctx.services`: folders, the model manager, and run settings.
+
+The app factory (server/app.py) builds one `Services` and passes it down; tests build their own in a few lines.
+Nodes depend only on these protocols, never on the server package.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+FolderKind = Literal["input", "output", "temp", "user"]
+PreviewMethod = Literal["none", "auto", "latent2rgb"]
+
+
+class Folders(Protocol):
+    """The server's folders (implemented by server/paths.py)."""
+
+    def directory(self, kind: FolderKind) -> Path:
+        """The root of input/, output/, temp/ or user/."""
+        ...
+
+    def model_files(self, folder: str) -> Sequence[str]:
+        """Relative names of the files of a model folder kind ("checkpoints", "loras", "vae", "embeddings"...),
+        across every configured search path, sorted."""
+        ...
+
+    def model_path(self, folder: str, name: str) -> Path:
+        """The real path of a model file; raises a typed error naming the file and the folders searched."""
+        ...
+
+    def input_path(self, name: str) -> Path:
+        """The real path of an input image name (`sub/x.png`, optionally annotated ` [output]`/` [temp]`),
+        refusing anything that resolves outside its folder."""
+        ...
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Per-server settings nodes read. `save_metadata`: write prompt/workflow PNG chunks (ComfyUI's default on)."""
+
+    save_metadata: bool = True
+    preview_method: PreviewMethod = "auto"
+    preview_max_size: int = 512
+
+
+@dataclass(frozen=True)
+class Services:
+    folders: Folders
+    models: Any = None  # the diffusion model manager (nodes/diffusion/memory.py); None where no model nodes run
+    settings: RunSettings = RunSettings()
