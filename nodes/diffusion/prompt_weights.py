@@ -117,7 +117,7 @@ def _find_embedding(word: str, lookup: EmbeddingLookup) -> tuple[str, Tensor | N
     if rows is None:
         stripped = name.strip(",")
         if len(stripped) < len(name):
-            return stripped, lookup(stripped) if stripped else None, f"{name[len(stripped):]} {leftover}"
+            return stripped, lookup(stripped) if stripped else None, f"{name[len(stripped) :]} {leftover}"
     return name, rows, leftover
 
 

@@ -198,7 +198,9 @@ def read_embedding(tensors: Mapping[str, Tensor], key: EncoderKey) -> Tensor | N
     else:
         return None
     if rows.ndim == 0 or not rows.is_floating_point():
-        raise EmbeddingFormatError(f"embedding tensor must be floating point rows, got {rows.dtype} {tuple(rows.shape)}")
+        raise EmbeddingFormatError(
+            f"embedding tensor must be floating point rows, got {rows.dtype} {tuple(rows.shape)}"
+        )
     return rows.reshape(-1, rows.shape[-1]).float()  # [n, D]
 
 
@@ -228,8 +230,9 @@ def find_embedding_file(folders: Sequence[Path], name: str) -> Path | None:
             if candidate.with_name(candidate.name + legacy).is_file() or (
                 candidate.is_file() and candidate.suffix == legacy
             ):
-                log.warning("embedding %s is a pickle file (%s), which is not loaded; convert it to .safetensors",
-                            name, legacy)
+                log.warning(
+                    "embedding %s is a pickle file (%s), which is not loaded; convert it to .safetensors", name, legacy
+                )
     return None
 
 

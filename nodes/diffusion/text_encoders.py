@@ -165,7 +165,9 @@ class ClipTextTransformer(nn.Module):
 class TextEncoder(nn.Module):
     """A CLIP text tower. `encode` returns the chosen hidden layer and the pooled end-of-text state."""
 
-    def __init__(self, cfg: TextEncoderConfig, *, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
+    def __init__(
+        self, cfg: TextEncoderConfig, *, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+    ):
         super().__init__()
         factory = {"device": device, "dtype": dtype}
         self.config = cfg
@@ -323,7 +325,10 @@ _OPEN_CLIP_RENAMES = (
     (r"ln_final\.(weight|bias)", r"text_model.final_layer_norm.\1"),
     (r"transformer\.resblocks\.(\d+)\.ln_1\.(weight|bias)", r"text_model.encoder.layers.\1.layer_norm1.\2"),
     (r"transformer\.resblocks\.(\d+)\.ln_2\.(weight|bias)", r"text_model.encoder.layers.\1.layer_norm2.\2"),
-    (r"transformer\.resblocks\.(\d+)\.attn\.out_proj\.(weight|bias)", r"text_model.encoder.layers.\1.self_attn.out_proj.\2"),
+    (
+        r"transformer\.resblocks\.(\d+)\.attn\.out_proj\.(weight|bias)",
+        r"text_model.encoder.layers.\1.self_attn.out_proj.\2",
+    ),
     (r"transformer\.resblocks\.(\d+)\.mlp\.c_fc\.(weight|bias)", r"text_model.encoder.layers.\1.mlp.fc1.\2"),
     (r"transformer\.resblocks\.(\d+)\.mlp\.c_proj\.(weight|bias)", r"text_model.encoder.layers.\1.mlp.fc2.\2"),
 )
@@ -396,7 +401,10 @@ _MODULE_TO_OPEN_CLIP = (
     (r"text_model\.final_layer_norm\.(weight|bias)", r"ln_final.\1"),
     (r"text_model\.encoder\.layers\.(\d+)\.layer_norm1\.(weight|bias)", r"transformer.resblocks.\1.ln_1.\2"),
     (r"text_model\.encoder\.layers\.(\d+)\.layer_norm2\.(weight|bias)", r"transformer.resblocks.\1.ln_2.\2"),
-    (r"text_model\.encoder\.layers\.(\d+)\.self_attn\.out_proj\.(weight|bias)", r"transformer.resblocks.\1.attn.out_proj.\2"),
+    (
+        r"text_model\.encoder\.layers\.(\d+)\.self_attn\.out_proj\.(weight|bias)",
+        r"transformer.resblocks.\1.attn.out_proj.\2",
+    ),
     (r"text_model\.encoder\.layers\.(\d+)\.mlp\.fc1\.(weight|bias)", r"transformer.resblocks.\1.mlp.c_fc.\2"),
     (r"text_model\.encoder\.layers\.(\d+)\.mlp\.fc2\.(weight|bias)", r"transformer.resblocks.\1.mlp.c_proj.\2"),
 )

@@ -36,9 +36,7 @@ class TokenizerError(RuntimeError):
 def _bytes_to_unicode() -> dict[int, str]:
     """GPT-2's table from each byte to a printable unicode character (byte-level BPE, Radford et al. 2019)."""
     printable = (
-        list(range(ord("!"), ord("~") + 1))
-        + list(range(ord("¡"), ord("¬") + 1))
-        + list(range(ord("®"), ord("ÿ") + 1))
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
     )
     table = {b: chr(b) for b in printable}
     # The remaining bytes (controls, space, ...) map to code points above 255, in byte order.
@@ -92,9 +90,7 @@ class ClipTokenizer:
     def __init__(self, bpe_path: Path = BPE_FILE) -> None:
         self._hf = _build_hf_tokenizer(bpe_path)
         if self._hf.convert_tokens_to_ids("<|endoftext|>") != END_TOKEN or len(self._hf) != VOCAB_SIZE:
-            raise TokenizerError(
-                f"tokenizer built from {bpe_path} has {len(self._hf)} tokens, expected {VOCAB_SIZE}"
-            )
+            raise TokenizerError(f"tokenizer built from {bpe_path} has {len(self._hf)} tokens, expected {VOCAB_SIZE}")
 
     def word_ids(self, text: str) -> list[int]:
         """Token ids of `text` without the start/end tokens and without truncation."""
@@ -104,9 +100,7 @@ class ClipTokenizer:
         """Token ids of `text` with the start and end tokens, not truncated."""
         return [START_TOKEN, *self.word_ids(text), END_TOKEN]
 
-    def batch(
-        self, texts: Sequence[str], *, length: int = CONTEXT_LENGTH, pad_token: int = END_TOKEN
-    ) -> torch.Tensor:
+    def batch(self, texts: Sequence[str], *, length: int = CONTEXT_LENGTH, pad_token: int = END_TOKEN) -> torch.Tensor:
         """LongTensor [B, length]: start, ids cut to length - 2, end, then pad_token (49407 CLIP-L, 0 OpenCLIP)."""
         if length < 2:
             raise ValueError(f"length must be at least 2 (start + end), got {length}")

@@ -121,16 +121,18 @@ def test_embedding_rows_take_one_slot_each(tokenizer):
 
 def test_embedding_name_may_end_with_a_comma(tokenizer):
     row = torch.ones(4)
-    (chunk,) = tokenize_with_weights(tokenizer, "embedding:style, cat", pad_token=END_TOKEN,
-                                     embedding_lookup={"style": row}.get)
+    (chunk,) = tokenize_with_weights(
+        tokenizer, "embedding:style, cat", pad_token=END_TOKEN, embedding_lookup={"style": row}.get
+    )
     assert torch.equal(chunk[1][0], row)
     assert [t for t, _ in chunk[2:5]] == [267, 2368, END_TOKEN]  # ",", "cat", end
 
 
 def test_missing_embedding_is_skipped_with_a_warning(tokenizer, caplog):
     with caplog.at_level(logging.WARNING):
-        (chunk,) = tokenize_with_weights(tokenizer, "embedding:nope a house", pad_token=END_TOKEN,
-                                         embedding_lookup=lambda name: None)
+        (chunk,) = tokenize_with_weights(
+            tokenizer, "embedding:nope a house", pad_token=END_TOKEN, embedding_lookup=lambda name: None
+        )
     assert "embedding:nope does not exist" in caplog.text
     assert [t for t, _ in chunk[:4]] == [START_TOKEN, 320, 1212, END_TOKEN]
 

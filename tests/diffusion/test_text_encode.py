@@ -22,8 +22,9 @@ from nodes.diffusion.text_encoders import TextEncoderConfig, build_text_encoder
 from nodes.diffusion.tokenizer import ClipTokenizer
 
 CLIP_L_TINY = TextEncoderConfig("clip_l_hf", width=64, layers=3, heads=1, intermediate=128)
-CLIP_G_TINY = TextEncoderConfig("open_clip", width=128, layers=3, heads=2, intermediate=256, projection_dim=32,
-                                activation="gelu", pad_token=0)
+CLIP_G_TINY = TextEncoderConfig(
+    "open_clip", width=128, layers=3, heads=2, intermediate=256, projection_dim=32, activation="gelu", pad_token=0
+)
 
 
 def tiny(cfg, seed):
@@ -72,7 +73,9 @@ def test_weight_one_is_identical_to_no_weight(tokenizer, sd1):
 
 
 def test_weighted_token_moves_linearly_from_the_empty_prompt(tokenizer, clip_l, sd1):
-    conds = {w: encode_text(f"a (cat:{w}) sits", encoders=sd1, tokenizer=tokenizer).cond[0, 2] for w in (0.5, 1.0, 2.0, 3.0)}
+    conds = {
+        w: encode_text(f"a (cat:{w}) sits", encoders=sd1, tokenizer=tokenizer).cond[0, 2] for w in (0.5, 1.0, 2.0, 3.0)
+    }
     torch.testing.assert_close(conds[3.0] - conds[2.0], conds[2.0] - conds[1.0])
     with torch.no_grad():
         empty = clip_l.encode(tokenizer.batch([""]), layer="last").hidden[0, 2]
@@ -101,9 +104,13 @@ def test_clip_skip_picks_the_layer_and_sd1_normalises_it(tokenizer, clip_l, sd1)
     skip2 = encode_text("a cat", encoders=sd1, tokenizer=tokenizer, stop_at_clip_layer=-2)
     torch.testing.assert_close(skip2.cond, clip_l.text_model.final_layer_norm(raw_penultimate).detach())
     last = encode_text("a cat", encoders=sd1, tokenizer=tokenizer)
-    torch.testing.assert_close(encode_text("a cat", encoders=sd1, tokenizer=tokenizer, stop_at_clip_layer=-1).cond, last.cond)
+    torch.testing.assert_close(
+        encode_text("a cat", encoders=sd1, tokenizer=tokenizer, stop_at_clip_layer=-1).cond, last.cond
+    )
     # Deeper than the encoder (-24 on a 3-layer model): ComfyUI falls back to the last layer.
-    torch.testing.assert_close(encode_text("a cat", encoders=sd1, tokenizer=tokenizer, stop_at_clip_layer=-24).cond, last.cond)
+    torch.testing.assert_close(
+        encode_text("a cat", encoders=sd1, tokenizer=tokenizer, stop_at_clip_layer=-24).cond, last.cond
+    )
     assert not torch.allclose(skip2.cond, last.cond)
 
 
@@ -142,8 +149,12 @@ def test_sdxl_joins_raw_penultimate_layers_and_pools_from_clip_g(tokenizer, clip
 def test_embedding_rows_encode_like_the_tokens_they_copy(tokenizer, clip_l, sd1):
     cat_row = clip_l.token_embeddings(torch.tensor([2368])).detach()  # "cat" as a one-row embedding
     lookup = {("kitty", "clip_l"): cat_row}
-    out = encode_text("a embedding:kitty on a mat", encoders=sd1, tokenizer=tokenizer,
-                      embedding_lookup=lambda name, key: lookup.get((name, key)))
+    out = encode_text(
+        "a embedding:kitty on a mat",
+        encoders=sd1,
+        tokenizer=tokenizer,
+        embedding_lookup=lambda name, key: lookup.get((name, key)),
+    )
     plain = encode_text("a cat on a mat", encoders=sd1, tokenizer=tokenizer)
     torch.testing.assert_close(out.cond, plain.cond)
     torch.testing.assert_close(out.pooled, plain.pooled)
@@ -151,16 +162,21 @@ def test_embedding_rows_encode_like_the_tokens_they_copy(tokenizer, clip_l, sd1)
 
 def test_missing_embedding_is_skipped_with_a_warning(tokenizer, sd1, caplog):
     with caplog.at_level(logging.WARNING):
-        out = encode_text("embedding:nothing a cat", encoders=sd1, tokenizer=tokenizer,
-                          embedding_lookup=lambda name, key: None)
+        out = encode_text(
+            "embedding:nothing a cat", encoders=sd1, tokenizer=tokenizer, embedding_lookup=lambda name, key: None
+        )
     assert "embedding:nothing does not exist" in caplog.text
     torch.testing.assert_close(out.cond, encode_text("a cat", encoders=sd1, tokenizer=tokenizer).cond)
 
 
 def test_embedding_of_another_width_is_ignored(tokenizer, sd1, caplog):
     with caplog.at_level(logging.WARNING):
-        out = encode_text("a embedding:wide cat", encoders=sd1, tokenizer=tokenizer,
-                          embedding_lookup=lambda name, key: torch.ones(2, 999))
+        out = encode_text(
+            "a embedding:wide cat",
+            encoders=sd1,
+            tokenizer=tokenizer,
+            embedding_lookup=lambda name, key: torch.ones(2, 999),
+        )
     assert "does not match" in caplog.text
     torch.testing.assert_close(out.cond, encode_text("a cat", encoders=sd1, tokenizer=tokenizer).cond)
 

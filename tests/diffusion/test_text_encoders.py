@@ -73,8 +73,9 @@ def test_saving_gives_the_released_names_and_shapes(name, prefix, expected):
 
 
 def test_open_clip_tensors_round_trip_unchanged():
-    cfg = TextEncoderConfig("open_clip", width=64, layers=2, heads=1, intermediate=256, projection_dim=32,
-                            activation="gelu", pad_token=0)
+    cfg = TextEncoderConfig(
+        "open_clip", width=64, layers=2, heads=1, intermediate=256, projection_dim=32, activation="gelu", pad_token=0
+    )
     prefix = "conditioner.embedders.1.model."
     original = checkpoint_state_dict(random_encoder(cfg), prefix, cfg)
     reloaded = build_text_encoder(cfg, device="meta")
@@ -84,7 +85,9 @@ def test_open_clip_tensors_round_trip_unchanged():
     assert all(torch.equal(again[k], original[k]) for k in original)
 
 
-def open_clip_reference(state: dict, prefix: str, tokens: torch.Tensor, heads: int) -> tuple[torch.Tensor, torch.Tensor]:
+def open_clip_reference(
+    state: dict, prefix: str, tokens: torch.Tensor, heads: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """OpenCLIP's text tower written directly on the OpenCLIP-layout tensors, with torch's MultiheadAttention."""
     w = state[prefix + "token_embedding.weight"]
     width = w.shape[1]
@@ -99,7 +102,9 @@ def open_clip_reference(state: dict, prefix: str, tokens: torch.Tensor, heads: i
         x = x + attn(h, h, h, attn_mask=mask, need_weights=False)[0]
         h = nn.functional.layer_norm(x, (width,), state[r + "ln_2.weight"], state[r + "ln_2.bias"])
         h = nn.functional.linear(h, state[r + "mlp.c_fc.weight"], state[r + "mlp.c_fc.bias"])
-        x = x + nn.functional.linear(nn.functional.gelu(h), state[r + "mlp.c_proj.weight"], state[r + "mlp.c_proj.bias"])
+        x = x + nn.functional.linear(
+            nn.functional.gelu(h), state[r + "mlp.c_proj.weight"], state[r + "mlp.c_proj.bias"]
+        )
         i += 1
     x = nn.functional.layer_norm(x, (width,), state[prefix + "ln_final.weight"], state[prefix + "ln_final.bias"])
     pooled = x[torch.arange(x.shape[0]), tokens.argmax(dim=-1)] @ state[prefix + "text_projection"]
@@ -107,8 +112,9 @@ def open_clip_reference(state: dict, prefix: str, tokens: torch.Tensor, heads: i
 
 
 def test_open_clip_mapping_computes_what_open_clip_computes():
-    cfg = TextEncoderConfig("open_clip", width=128, layers=2, heads=2, intermediate=512, projection_dim=64,
-                            activation="gelu", pad_token=0)
+    cfg = TextEncoderConfig(
+        "open_clip", width=128, layers=2, heads=2, intermediate=512, projection_dim=64, activation="gelu", pad_token=0
+    )
     prefix = "cond_stage_model.model."
     encoder = random_encoder(cfg)
     state = checkpoint_state_dict(encoder, prefix, cfg)
@@ -121,13 +127,22 @@ def test_open_clip_mapping_computes_what_open_clip_computes():
 
 @pytest.mark.parametrize(("activation", "projection"), [("quick_gelu", None), ("gelu", 32)])
 def test_hidden_layers_and_pooled_match_transformers_clip(activation, projection):
-    cfg = TextEncoderConfig("clip_l_hf", width=64, layers=3, heads=1, intermediate=128, projection_dim=projection,
-                            activation=activation)
+    cfg = TextEncoderConfig(
+        "clip_l_hf", width=64, layers=3, heads=1, intermediate=128, projection_dim=projection, activation=activation
+    )
     encoder = random_encoder(cfg)
     hf_config = transformers.CLIPTextConfig(
-        vocab_size=49408, hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=1,
-        max_position_embeddings=77, hidden_act=activation, projection_dim=projection or 64,
-        bos_token_id=49406, eos_token_id=49407, pad_token_id=49407,
+        vocab_size=49408,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=3,
+        num_attention_heads=1,
+        max_position_embeddings=77,
+        hidden_act=activation,
+        projection_dim=projection or 64,
+        bos_token_id=49406,
+        eos_token_id=49407,
+        pad_token_id=49407,
     )
     state = encoder.state_dict()
     # transformers 5.x: CLIPTextModel has no `text_model.` level; CLIPTextModelWithProjection keeps it.
@@ -142,7 +157,9 @@ def test_hidden_layers_and_pooled_match_transformers_clip(activation, projection
         ref = hf(input_ids=TOKENS, output_hidden_states=True)
         for layer in ("last", -1, -2, 0):
             hidden, pooled = encoder.encode(TOKENS, layer=layer, hidden_norm="raw")
-            expected = ref.last_hidden_state if layer == "last" else ref.hidden_states[layer if layer < 0 else layer + 1]
+            expected = (
+                ref.last_hidden_state if layer == "last" else ref.hidden_states[layer if layer < 0 else layer + 1]
+            )
             torch.testing.assert_close(hidden, expected, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(pooled, ref.text_embeds if projection else ref.pooler_output, rtol=1e-5, atol=1e-5)
 
@@ -185,7 +202,9 @@ def test_pooled_output_is_taken_at_the_first_end_token():
     torch.testing.assert_close(pooled, torch.stack([last[0, 4], last[1, 6]]))
 
 
-@pytest.mark.parametrize(("width", "heads"), [(64, 1), (128, 2), (256, 4), (768, 12), (1024, 16), (1280, 20), (32, 1), (192, 3)])
+@pytest.mark.parametrize(
+    ("width", "heads"), [(64, 1), (128, 2), (256, 4), (768, 12), (1024, 16), (1280, 20), (32, 1), (192, 3)]
+)
 def test_heads_follow_the_64_wide_rule(width, heads):
     assert default_heads(width) == heads
 
@@ -204,7 +223,9 @@ def test_old_sd1_format_without_text_model_level_loads():
     assert detect_text_encoder({k: tuple(v.shape) for k, v in old.items()}, prefix) == cfg
     module = build_text_encoder(cfg, device="meta")
     module.load_state_dict(text_encoder_state_dict(old, prefix, cfg), strict=True, assign=True)
-    torch.testing.assert_close(module.text_model.final_layer_norm.weight, saved[prefix + "text_model.final_layer_norm.weight"])
+    torch.testing.assert_close(
+        module.text_model.final_layer_norm.weight, saved[prefix + "text_model.final_layer_norm.weight"]
+    )
 
 
 def test_meta_built_encoder_runs_after_assign_load():
@@ -228,3 +249,12 @@ def test_unknown_keys_under_the_prefix_surface_in_a_strict_load():
 def test_no_text_encoder_under_the_prefix_is_a_typed_error():
     with pytest.raises(TextEncoderDetectionError, match="no CLIP text encoder"):
         detect_text_encoder({"model.diffusion_model.x": (1,)}, "cond_stage_model.transformer.")
+
+
+def test_prefix_may_include_the_text_model_level():
+    cfg = TextEncoderConfig("clip_l_hf", width=64, layers=1, heads=1, intermediate=128)
+    saved = checkpoint_state_dict(random_encoder(cfg), "cond_stage_model.transformer.", cfg)
+    prefix = "cond_stage_model.transformer.text_model."
+    assert detect_text_encoder({k: tuple(v.shape) for k, v in saved.items()}, prefix) == cfg
+    module = build_text_encoder(cfg, device="meta")
+    module.load_state_dict(text_encoder_state_dict(saved, prefix, cfg), strict=True, assign=True)

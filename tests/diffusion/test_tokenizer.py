@@ -24,7 +24,7 @@ def tokenizer() -> ClipTokenizer:
 def test_vendored_vocabulary_is_the_openai_file():
     # Size and line count of OpenAI's bpe_simple_vocab_16e6.txt.gz (recorded in reference/cpu-feasibility.md §2).
     assert BPE_FILE.stat().st_size == 1_356_917
-    assert gzip.decompress(BPE_FILE.read_bytes()).decode("utf-8").startswith("\"bpe_simple_vocab_16e6.txt#version: 0.2")
+    assert gzip.decompress(BPE_FILE.read_bytes()).decode("utf-8").startswith('"bpe_simple_vocab_16e6.txt#version: 0.2')
 
 
 def test_derived_vocabulary_has_49408_tokens_and_48894_merges():
