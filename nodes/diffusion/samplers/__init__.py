@@ -1,0 +1,119 @@
+"""The samplers KSampler offers, by ComfyUI name: one plain function per algorithm with the k-diffusion signature
+``sample_<name>(model, x, sigmas, *, extra_args=None, callback=None, ...) -> Tensor`` where
+``model(x, sigma, **extra_args)`` returns the denoised x0.
+
+Files: ``ode.py`` (euler, heun, dpm_2, lms, ddim), ``ancestral.py`` (euler_ancestral, dpm_2_ancestral,
+dpmpp_2s_ancestral, ddpm, lcm), ``dpmpp.py`` (dpmpp_2m and the SDE solvers), ``dpm_solver.py`` (dpm_fast,
+dpm_adaptive), ``unipc.py`` (uni_pc, uni_pc_bh2), ``common.py`` (shared types and math).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from torch import Tensor
+
+from nodes.diffusion.samplers.ancestral import (
+    sample_ddpm,
+    sample_dpm_2_ancestral,
+    sample_dpmpp_2s_ancestral,
+    sample_euler_ancestral,
+    sample_lcm,
+)
+from nodes.diffusion.samplers.common import DenoiserFn, MissingNoiseError, SamplerStep, StepCallback
+from nodes.diffusion.samplers.dpm_solver import sample_dpm_adaptive, sample_dpm_fast
+from nodes.diffusion.samplers.dpmpp import sample_dpmpp_2m, sample_dpmpp_2m_sde, sample_dpmpp_3m_sde, sample_dpmpp_sde
+from nodes.diffusion.samplers.ode import sample_ddim, sample_dpm_2, sample_euler, sample_heun, sample_lms
+from nodes.diffusion.samplers.unipc import sample_uni_pc, sample_uni_pc_bh2
+
+NoiseKind = Literal["none", "step", "brownian"]
+InpaintNoise = Literal["given", "random"]
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """One entry of the sampler table.
+
+    Attributes:
+        name: the ComfyUI sampler name.
+        function: the sampler.
+        noise: what randomness it draws from the seed: none, fresh noise per step, or one Brownian path.
+        inpaint_noise: the noise used to re-noise the kept latent when inpainting: the initial noise ("given"),
+            or a fresh draw from seed + 1 ("random", ComfyUI's ddim).
+    """
+
+    name: str
+    function: Callable[..., Tensor]
+    noise: NoiseKind = "none"
+    inpaint_noise: InpaintNoise = "given"
+
+
+_SPECS: tuple[SamplerSpec, ...] = (
+    SamplerSpec("euler", sample_euler),
+    SamplerSpec("euler_ancestral", sample_euler_ancestral, noise="step"),
+    SamplerSpec("heun", sample_heun),
+    SamplerSpec("dpm_2", sample_dpm_2),
+    SamplerSpec("dpm_2_ancestral", sample_dpm_2_ancestral, noise="step"),
+    SamplerSpec("lms", sample_lms),
+    SamplerSpec("dpm_fast", sample_dpm_fast),
+    SamplerSpec("dpm_adaptive", sample_dpm_adaptive),
+    SamplerSpec("dpmpp_2s_ancestral", sample_dpmpp_2s_ancestral, noise="step"),
+    SamplerSpec("dpmpp_sde", sample_dpmpp_sde, noise="brownian"),
+    SamplerSpec("dpmpp_2m", sample_dpmpp_2m),
+    SamplerSpec("dpmpp_2m_sde", sample_dpmpp_2m_sde, noise="brownian"),
+    SamplerSpec("dpmpp_3m_sde", sample_dpmpp_3m_sde, noise="brownian"),
+    SamplerSpec("ddpm", sample_ddpm, noise="step"),
+    SamplerSpec("lcm", sample_lcm, noise="step"),
+    SamplerSpec("ddim", sample_ddim, inpaint_noise="random"),
+    SamplerSpec("uni_pc", sample_uni_pc),
+    SamplerSpec("uni_pc_bh2", sample_uni_pc_bh2),
+)
+
+SAMPLERS: Mapping[str, SamplerSpec] = {spec.name: spec for spec in _SPECS}
+# In ComfyUI's order (the UI lists them so; the first is the default).
+SAMPLER_NAMES: tuple[str, ...] = tuple(spec.name for spec in _SPECS)
+
+
+class UnknownSamplerError(ValueError):
+    """The sampler name is not one of SAMPLER_NAMES."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"unknown sampler {name!r}; expected one of {', '.join(SAMPLER_NAMES)}")
+        self.name = name
+
+
+def get_sampler(name: str) -> SamplerSpec:
+    """The table entry for a ComfyUI sampler name."""
+    try:
+        return SAMPLERS[name]
+    except KeyError:
+        raise UnknownSamplerError(name) from None
+
+
+def run_sampler(
+    name: str,
+    model: DenoiserFn,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    seed: int,
+    extra_args: Mapping[str, Any] | None = None,
+    callback: StepCallback | None = None,
+) -> Tensor:
+    """Run the named sampler from the noised latent ``x`` over ``sigmas``; stochastic ones draw from ``seed``."""
+    spec = get_sampler(name)
+    if spec.noise == "none":
+        return spec.function(model, x, sigmas, extra_args=extra_args, callback=callback)
+    return spec.function(model, x, sigmas, extra_args=extra_args, callback=callback, seed=seed)
+
+
+__all__ = [
+    "SAMPLERS", "SAMPLER_NAMES", "DenoiserFn", "InpaintNoise", "MissingNoiseError", "NoiseKind", "SamplerSpec",
+    "SamplerStep", "StepCallback", "UnknownSamplerError", "get_sampler", "run_sampler",
+    "sample_ddim", "sample_ddpm", "sample_dpm_2", "sample_dpm_2_ancestral", "sample_dpm_adaptive", "sample_dpm_fast",
+    "sample_dpmpp_2m", "sample_dpmpp_2m_sde", "sample_dpmpp_2s_ancestral", "sample_dpmpp_3m_sde", "sample_dpmpp_sde",
+    "sample_euler", "sample_euler_ancestral", "sample_heun", "sample_lcm", "sample_lms", "sample_uni_pc",
+    "sample_uni_pc_bh2",
+]
