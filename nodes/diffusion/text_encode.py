@@ -17,8 +17,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType
-from typing import Literal
+from typing import Literal, Protocol
 
 import safetensors.torch
 import torch
@@ -36,39 +35,36 @@ EmbeddingLookup = Callable[[str, EncoderKey], Tensor | None]
 _EMBEDDING_SLOT_ID = 0  # token id placed where an embedding row goes; its lookup is overwritten
 
 
-@dataclass(frozen=True)
-class EncoderRole:
-    """How a model family uses one of its text encoders."""
+class EncoderSlot(Protocol):
+    """How a model family uses one of its text encoders (families.TextEncoderSlot is one)."""
 
-    key: EncoderKey  # ComfyUI's name, also the tensor name in multi-encoder embedding files
-    default_layer: LayerChoice  # the layer used when no CLIPSetLastLayer is applied
-    hidden_norm: HiddenNorm  # final layer norm on an intermediate layer ("last" is always normed)
+    @property
+    def name(self) -> EncoderKey:
+        """clip_l / clip_h / clip_g: also the tensor name in multi-encoder embedding files."""
 
+    @property
+    def layer(self) -> LayerChoice:
+        """The layer used when no CLIPSetLastLayer is applied."""
 
-FAMILY_ROLES: Mapping[str, tuple[EncoderRole, ...]] = MappingProxyType(
-    {
-        "sd1": (EncoderRole("clip_l", "last", "final_ln"),),
-        "sd2": (EncoderRole("clip_h", -2, "final_ln"),),
-        "sdxl": (EncoderRole("clip_l", -2, "raw"), EncoderRole("clip_g", -2, "raw")),
-        "sdxl_refiner": (EncoderRole("clip_g", -2, "raw"),),
-    }
-)
+    @property
+    def hidden_norm(self) -> HiddenNorm:
+        """Final layer norm on an intermediate layer or not ("last" is always normed)."""
 
 
 @dataclass(frozen=True)
 class EncodedText:
     cond: Tensor  # [1, 77k, D] float32
-    pooled: Tensor | None  # [1, P] float32 from the first chunk of the last encoder
+    pooled: Tensor  # [1, P] float32 from the first chunk of the last encoder
 
 
 class EmbeddingFormatError(ValueError):
     """An embedding file cannot be read (wrong format, or no tensor for the encoder)."""
 
 
-def resolve_layer(role: EncoderRole, stop_at_clip_layer: int | None, layers: int) -> LayerChoice:
+def resolve_layer(slot: EncoderSlot, stop_at_clip_layer: int | None, layers: int) -> LayerChoice:
     """The layer an encoder uses under CLIPSetLastLayer; beyond the encoder's depth means its last layer."""
     if stop_at_clip_layer is None:
-        return role.default_layer
+        return slot.layer
     if abs(stop_at_clip_layer) > layers:
         return "last"
     return stop_at_clip_layer
@@ -77,15 +73,15 @@ def resolve_layer(role: EncoderRole, stop_at_clip_layer: int | None, layers: int
 def tokenize_prompt(
     text: str,
     *,
-    encoders: Sequence[tuple[EncoderRole, TextEncoder]],
+    encoders: Sequence[tuple[EncoderSlot, TextEncoder]],
     tokenizer: ClipTokenizer,
     embedding_lookup: EmbeddingLookup | None = None,
 ) -> dict[EncoderKey, tuple[Chunk, ...]]:
     """The prompt's weighted chunks for each encoder (pad token and embedding rows differ per encoder)."""
     out: dict[EncoderKey, tuple[Chunk, ...]] = {}
-    for role, encoder in encoders:
-        lookup = None if embedding_lookup is None else functools.partial(_lookup_for, embedding_lookup, role.key)
-        out[role.key] = tokenize_with_weights(
+    for slot, encoder in encoders:
+        lookup = None if embedding_lookup is None else functools.partial(_lookup_for, embedding_lookup, slot.name)
+        out[slot.name] = tokenize_with_weights(
             tokenizer, text, pad_token=encoder.config.pad_token, embedding_lookup=lookup
         )
     return out
@@ -145,30 +141,28 @@ def encode_chunks(
 def encode_tokens(
     tokens: Mapping[EncoderKey, Sequence[Chunk]],
     *,
-    encoders: Sequence[tuple[EncoderRole, TextEncoder]],
+    encoders: Sequence[tuple[EncoderSlot, TextEncoder]],
     stop_at_clip_layer: int | None = None,
 ) -> EncodedText:
     """Encode each encoder's chunks and join them: hidden states side by side on the feature axis (cut to the
     shortest token count), pooled output from the last encoder."""
     if not encoders:
         raise ValueError("no text encoders")
-    hiddens: list[Tensor] = []
-    pooled: Tensor | None = None
-    for role, encoder in encoders:
-        if role.key not in tokens:
-            raise KeyError(f"no tokens for text encoder {role.key!r}; got {sorted(tokens)}")
-        layer = resolve_layer(role, stop_at_clip_layer, encoder.config.layers)
-        hidden, pooled = encode_chunks(encoder, tokens[role.key], layer=layer, hidden_norm=role.hidden_norm)
-        hiddens.append(hidden)
-    cut = min(h.shape[1] for h in hiddens)
-    cond = torch.cat([h[:, :cut] for h in hiddens], dim=-1)  # [1, 77k, D1 + D2 ...]
-    return EncodedText(cond=cond, pooled=pooled)
+    outputs: list[tuple[Tensor, Tensor]] = []
+    for slot, encoder in encoders:
+        if slot.name not in tokens:
+            raise KeyError(f"no tokens for text encoder {slot.name!r}; got {sorted(tokens)}")
+        layer = resolve_layer(slot, stop_at_clip_layer, encoder.config.layers)
+        outputs.append(encode_chunks(encoder, tokens[slot.name], layer=layer, hidden_norm=slot.hidden_norm))
+    cut = min(hidden.shape[1] for hidden, _ in outputs)
+    cond = torch.cat([hidden[:, :cut] for hidden, _ in outputs], dim=-1)  # [1, 77k, D1 + D2 ...]
+    return EncodedText(cond=cond, pooled=outputs[-1][1])
 
 
 def encode_text(
     text: str,
     *,
-    encoders: Sequence[tuple[EncoderRole, TextEncoder]],
+    encoders: Sequence[tuple[EncoderSlot, TextEncoder]],
     tokenizer: ClipTokenizer,
     stop_at_clip_layer: int | None = None,
     embedding_lookup: EmbeddingLookup | None = None,

@@ -6,9 +6,9 @@ import pytest
 import safetensors.torch
 import torch
 
+from nodes.diffusion.families import SD1, SD2, SDXL
 from nodes.diffusion.prompt_weights import tokenize_with_weights
 from nodes.diffusion.text_encode import (
-    FAMILY_ROLES,
     EmbeddingFormatError,
     encode_chunks,
     encode_text,
@@ -49,7 +49,7 @@ def clip_g():
 
 @pytest.fixture(scope="module")
 def sd1(clip_l):
-    return [(FAMILY_ROLES["sd1"][0], clip_l)]
+    return [(SD1.text_encoders[0], clip_l)]
 
 
 def test_sd1_plain_prompt_is_the_last_layer_of_one_chunk(tokenizer, clip_l, sd1):
@@ -115,7 +115,7 @@ def test_clip_skip_picks_the_layer_and_sd1_normalises_it(tokenizer, clip_l, sd1)
 
 
 def test_resolve_layer_follows_clip_set_last_layer():
-    sd1, sd2 = FAMILY_ROLES["sd1"][0], FAMILY_ROLES["sd2"][0]
+    sd1, sd2 = SD1.text_encoders[0], SD2.text_encoders[0]
     assert resolve_layer(sd1, None, 12) == "last"
     assert resolve_layer(sd2, None, 24) == -2
     assert resolve_layer(sd2, -1, 24) == -1
@@ -123,7 +123,7 @@ def test_resolve_layer_follows_clip_set_last_layer():
 
 
 def test_sd2_defaults_to_the_normed_penultimate_layer(tokenizer, clip_g):
-    out = encode_text("a cat", encoders=[(FAMILY_ROLES["sd2"][0], clip_g)], tokenizer=tokenizer)
+    out = encode_text("a cat", encoders=[(SD2.text_encoders[0], clip_g)], tokenizer=tokenizer)
     with torch.no_grad():
         expected = clip_g.encode(tokenizer.batch(["a cat"], pad_token=0), layer=-2, hidden_norm="final_ln")
     torch.testing.assert_close(out.cond, expected.hidden)
@@ -131,7 +131,7 @@ def test_sd2_defaults_to_the_normed_penultimate_layer(tokenizer, clip_g):
 
 
 def test_sdxl_joins_raw_penultimate_layers_and_pools_from_clip_g(tokenizer, clip_l, clip_g):
-    roles = FAMILY_ROLES["sdxl"]
+    roles = SDXL.text_encoders
     out = encode_text("a (cat:1.2)", encoders=[(roles[0], clip_l), (roles[1], clip_g)], tokenizer=tokenizer)
     assert out.cond.shape == (1, 77, 64 + 128)
     assert out.pooled.shape == (1, 32)  # clip_g's projection
