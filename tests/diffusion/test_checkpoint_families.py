@@ -41,7 +41,8 @@ def test_sdxl_adm_is_pooled_then_six_size_embeddings() -> None:
     torch.testing.assert_close(y[:, :1280], pooled)
     for i, value in enumerate([1024, 768, 16, 0, 1024, 768]):  # target size defaults to the original size
         expected = torch.tensor(sinusoid(float(value)))
-        torch.testing.assert_close(y[0, 1280 + 256 * i : 1280 + 256 * (i + 1)], expected, rtol=1e-5, atol=1e-5)
+        # fp32 like the reference: for arguments near 1024 the fp32 rounding of t·freq is about 6e-5.
+        torch.testing.assert_close(y[0, 1280 + 256 * i : 1280 + 256 * (i + 1)], expected, rtol=0, atol=2e-4)
     torch.testing.assert_close(y[0, 1280:], y[1, 1280:])  # the size part is shared by the batch
 
 
