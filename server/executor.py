@@ -1,0 +1,541 @@
+"""Run a validated Graph: cache keys, cache reuse, node dispatch with ComfyUI's list semantics, lazy inputs,
+per-prompt interrupt, and the websocket events in ComfyUI's order.
+
+The executor knows nothing of torch or of any particular node: it calls `spec.call(ctx, inputs)` for the specs the
+graph carries, builds each node's context with the injected `context_factory`, stores outputs in the injected cache
+and reports through the injected event sink.
+
+Events for one prompt (the prompt's client, or everyone when it has no client_id):
+  execution_start, execution_cached {nodes},
+  per node: executing {node, display_node}, progress {value, max, node} + progress_state + previews,
+            executed {node, display_node, output} (only when the node has ui; cached output nodes re-send theirs),
+  then execution_success | execution_error | execution_interrupted.
+The worker sends the final `executing {node: null}` after the history is written.
+
+Cache key of a node = hash(its static signature from the graph (type, cast literals, link slots, its id if it reads
+UNIQUE_ID), its fingerprint if the spec has one, the keys of the nodes it links to). Keys are digests computed once
+per run in topological order, O(nodes). A node that is `always_run`, whose fingerprint fails or is NaN, or that
+depends on such a node is volatile: it always runs and its outputs are not cached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import threading
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from nodes.registry import NodeSpec, Registry
+from server.cache import OutputCache
+from server.events import EventSink, NullSink
+from server.graph import Graph
+
+log = logging.getLogger(__name__)
+
+Status = Literal["success", "error", "interrupted"]
+
+
+class Interrupt(Protocol):
+    """The per-prompt interrupt flag (a `threading.Event` is one)."""
+
+    def is_set(self) -> bool: ...
+
+
+@dataclass(frozen=True, eq=False)
+class NodeOutput:
+    """What one node produced in a run (and what the cache keeps): for each output slot the tuple of its items
+    (one item unless lists flow, ComfyUI's list semantics), and the ui dict if any."""
+
+    values: tuple[tuple[Any, ...], ...]
+    ui: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The result of executing one prompt.
+
+    outputs   ui dicts by node id (the history's "outputs"), for nodes that ran or were served from the cache
+    meta      {node_id: {node_id, display_node, parent_node, real_node_id}} for those nodes (history "meta")
+    executed  node ids that ran, in order; cached: node ids reused from the cache (as sent in execution_cached)
+    error     the execution_error or execution_interrupted payload, else None
+    messages  [(event, data)] for the history's status.messages (start, cached, success|error|interrupted)
+    timings   seconds per node that ran; duration: seconds for the whole prompt
+    """
+
+    prompt_id: str
+    status: Status
+    outputs: Mapping[str, Mapping[str, Any]]
+    meta: Mapping[str, Mapping[str, Any]]
+    executed: tuple[str, ...]
+    cached: tuple[str, ...]
+    error: Mapping[str, Any] | None
+    messages: tuple[tuple[str, Mapping[str, Any]], ...]
+    timings: Mapping[str, float] = field(default_factory=dict)
+    duration: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "success"
+
+
+ContextFactory = Callable[..., Any]
+"""context_factory(node_id=, prompt_id=, hidden=, report_progress=, is_interrupted=) -> the node's RunContext"""
+
+
+class Executor:
+    """Executes validated graphs. One executor serves the whole server; each `execute` call is independent.
+
+    registry         the node registry (specs come from the graph; the registry is used to check they are current)
+    cache            the OutputCache shared across prompts
+    context_factory  builds each node call's context (the app passes functools.partial(RunContext, services=...))
+    on_error         called with a node's exception before it is reported; returns an extra hint for the message
+                     (the app detects GPU OOM there and frees memory) or None
+    clock            wall clock in seconds (timestamps in messages are its milliseconds)
+    """
+
+    def __init__(self, registry: Registry, cache: OutputCache, context_factory: ContextFactory, *,
+                 on_error: Callable[[BaseException], str | None] | None = None,
+                 clock: Callable[[], float] = time.time):
+        self.registry = registry
+        self.cache = cache
+        self.context_factory = context_factory
+        self.on_error = on_error
+        self.clock = clock
+
+    def execute(self, graph: Graph, *, prompt_id: str, extra_data: Mapping[str, Any] | None = None,
+                events: EventSink | None = None, interrupt: Interrupt | None = None) -> Outcome:
+        """Run `graph` as prompt `prompt_id`. Never raises for a node's failure: the Outcome says what happened.
+
+        extra_data  the prompt's extra_data: client_id routes the events, extra_pnginfo feeds EXTRA_PNGINFO
+        events      where events go (default: nowhere)
+        interrupt   the prompt's interrupt flag; checked before each node call and by ctx.progress
+        """
+        run = _Run(self, graph, prompt_id, extra_data or {}, events or NullSink(), interrupt or threading.Event())
+        return run.go()
+
+
+class _Stopped(Exception):
+    def __init__(self, node_id: str | None):
+        self.node_id = node_id
+
+
+class _Failed(Exception):
+    def __init__(self, node_id: str, error: BaseException, inputs: Mapping[str, Any]):
+        self.node_id, self.error, self.inputs = node_id, error, inputs
+
+
+class _Run:
+    """The state of one prompt's execution (never shared between prompts)."""
+
+    def __init__(self, executor: Executor, graph: Graph, prompt_id: str, extra_data: Mapping[str, Any],
+                 events: EventSink, interrupt: Interrupt):
+        self.x = executor
+        self.graph = graph
+        self.prompt_id = prompt_id
+        self.events = events
+        self.interrupt = interrupt
+        self.client_id = extra_data.get("client_id")
+        self.hidden_base = {"PROMPT": graph.prompt, "DYNPROMPT": graph.prompt,
+                            "EXTRA_PNGINFO": extra_data.get("extra_pnginfo")}
+        self.keys: dict[str, bytes] = {}
+        self.volatile: set[str] = set()
+        self.results: dict[str, NodeOutput] = {}  # outputs this run holds (cache eviction cannot lose them)
+        self.to_run: set[str] = set()
+        self.hits: list[str] = []
+        self.hit_set: set[str] = set()
+        self.output_set = frozenset(graph.outputs)
+        self.cached: list[str] = []
+        self.executed: list[str] = []
+        self.requested: dict[str, set[str]] = {}  # lazy inputs a node asked for
+        self.waiting: dict[str, int] = {}  # consumers still to run, per source node
+        self.holds: dict[str, set[str]] = {}  # the sources each node to run is counted as waiting on
+        self.ui: dict[str, Mapping[str, Any]] = {}
+        self.timings: dict[str, float] = {}
+        self.messages: list[tuple[str, Mapping[str, Any]]] = []
+        self.current: str | None = None
+
+    # ---- the run -------------------------------------------------------------------------------------------------
+    def go(self) -> Outcome:
+        started = time.perf_counter()
+        self.message("execution_start", {"prompt_id": self.prompt_id, "timestamp": self.now()})
+        status: Status
+        error: dict[str, Any] | None = None
+        try:
+            self.check_specs()
+            self.compute_keys()
+            self.plan()
+            self.message("execution_cached", {"nodes": list(self.cached), "prompt_id": self.prompt_id,
+                                              "timestamp": self.now()})
+            for output in self.graph.outputs:
+                self.produce(output)
+        except _Stopped as stop:
+            status = "interrupted"
+            node_id = stop.node_id
+            error = {"prompt_id": self.prompt_id, "node_id": node_id, "node_type": self.node_type(node_id),
+                     "executed": self.done_ids(), "timestamp": self.now()}
+            self.message("execution_interrupted", error)
+        except _Failed as failure:
+            status = "error"
+            error = self.error_payload(failure.node_id, failure.error, failure.inputs)
+            self.message("execution_error", error)
+        except Exception as exc:  # a fault outside any node (a sizeof, a context factory...): still an answer
+            log.exception("prompt %s failed outside a node", self.prompt_id)
+            status = "error"
+            error = self.error_payload(self.current, exc, {})
+            self.message("execution_error", error)
+        else:
+            status = "success"
+            self.message("execution_success", {"prompt_id": self.prompt_id, "timestamp": self.now()})
+        meta = {node_id: {"node_id": node_id, "display_node": node_id, "parent_node": None, "real_node_id": node_id}
+                for node_id in self.ui}
+        return Outcome(prompt_id=self.prompt_id, status=status, outputs=dict(self.ui), meta=meta,
+                       executed=tuple(self.executed), cached=tuple(self.cached), error=error,
+                       messages=tuple(self.messages), timings=dict(self.timings),
+                       duration=time.perf_counter() - started)
+
+    def check_specs(self) -> None:
+        for node in self.graph.nodes.values():
+            if self.x.registry.get(node.class_type) is not node.spec:
+                raise RuntimeError(f"node '{node.id}' ({node.class_type}) was validated against another registry "
+                                   "version; validate the prompt again")
+
+    def compute_keys(self) -> None:
+        keys, volatile, nodes = self.keys, self.volatile, self.graph.nodes
+        for node_id in self.graph.order:
+            node = nodes[node_id]
+            digest = hashlib.blake2b(node.signature, digest_size=16)
+            unstable = node.spec.always_run
+            for link in node.links.values():
+                digest.update(keys[link.source])
+                unstable = unstable or link.source in volatile
+            if node.spec.fingerprint is not None and not unstable:
+                fingerprint = self.fingerprint(node_id)
+                if fingerprint is _VOLATILE:
+                    unstable = True
+                else:
+                    digest.update(fingerprint)
+            if unstable:
+                volatile.add(node_id)
+            keys[node_id] = digest.digest()
+
+    def fingerprint(self, node_id: str) -> Any:
+        node = self.graph.nodes[node_id]
+        try:
+            value = node.spec.fingerprint(self.context(node_id, _no_progress), dict(node.literals))
+        except Exception as exc:
+            log.warning("fingerprint of node %s (%s) failed, so it will run: %s", node_id, node.class_type, exc)
+            return _VOLATILE
+        if isinstance(value, float) and math.isnan(value):  # ComfyUI's IS_CHANGED idiom for "always changed"
+            return _VOLATILE
+        return repr(value).encode()
+
+    def plan(self) -> None:
+        """Find what must run: walk back from the outputs, stopping at cache hits (whose values this run now holds)."""
+        seen: set[str] = set()
+        stack = list(reversed(self.graph.outputs))
+        while stack:
+            node_id = stack.pop()
+            if node_id in seen:
+                continue
+            seen.add(node_id)
+            if self.lookup(node_id):
+                continue
+            stack.extend(self.schedule(node_id))
+        hits = self.hit_set
+        self.cached = [n for n in self.graph.order
+                       if n in hits or (n not in seen and n not in self.volatile and self.x.cache.contains(self.keys[n]))]
+
+    def lookup(self, node_id: str) -> bool:
+        if node_id in self.volatile:
+            return False
+        value = self.x.cache.get(self.keys[node_id])
+        if value is None:
+            return False
+        self.results[node_id] = value
+        self.hits.append(node_id)
+        self.hit_set.add(node_id)
+        return True
+
+    def schedule(self, node_id: str) -> list[str]:
+        """Mark a node to run; returns the sources it needs now (lazy inputs wait until asked for)."""
+        self.to_run.add(node_id)
+        node = self.graph.nodes[node_id]
+        lazy = node.spec.lazy_inputs
+        sources = list(dict.fromkeys(link.source for name, link in node.links.items() if name not in lazy))
+        self.holds[node_id] = set(sources)
+        for source in sources:
+            self.waiting[source] = self.waiting.get(source, 0) + 1
+        return sources
+
+    def produce(self, target: str) -> None:
+        """Make sure `target` has run (or came from the cache), running what it needs first; iterative DFS."""
+        results, nodes = self.results, self.graph.nodes
+        if target in self.hit_set:
+            self.resend_ui(target)
+            return
+        stack = [target]
+        while stack:
+            node_id = stack[-1]
+            if node_id in results:
+                stack.pop()
+                continue
+            if node_id not in self.to_run:  # asked for lazily (or released and needed again)
+                if self.lookup(node_id):
+                    stack.pop()
+                    continue
+                self.schedule(node_id)
+            node = nodes[node_id]
+            lazy = node.spec.lazy_inputs
+            asked = self.requested.get(node_id, ())
+            missing = [link.source for name, link in node.links.items()
+                       if (name not in lazy or name in asked) and link.source not in results]
+            if missing:
+                stack.extend(missing)
+                continue
+            if lazy and self.ask_lazy(node_id):
+                continue
+            self.run_node(node_id)
+            stack.pop()
+
+    def ask_lazy(self, node_id: str) -> bool:
+        """Ask the node which lazy inputs it needs; True if new ones were requested (so it must wait)."""
+        node = self.graph.nodes[node_id]
+        linked_lazy = [name for name in node.links if name in node.spec.lazy_inputs]
+        asked = self.requested.setdefault(node_id, set())
+        open_names = [name for name in linked_lazy if name not in asked]
+        if not open_names:
+            return False
+        if node.spec.check_lazy is None:
+            wanted = open_names  # no check_lazy: every lazy input is needed (ComfyUI v3 default)
+        else:
+            inputs = self.gather(node_id)
+            wanted = []
+            ctx = self.context(node_id, _no_progress)
+            for call in self.calls(node.spec, inputs, {}):
+                # the values check_lazy sees: evaluated inputs, None for lazy ones not evaluated yet
+                try:
+                    names = node.spec.check_lazy(ctx, call)
+                except Exception as exc:
+                    if self.interrupt.is_set():
+                        raise _Stopped(node_id) from exc
+                    raise _Failed(node_id, exc, inputs) from exc
+                wanted.extend(n for n in names if n in open_names and n not in wanted)
+        if not wanted:
+            return False
+        holds = self.holds.setdefault(node_id, set())
+        for name in wanted:
+            asked.add(name)
+            source = node.links[name].source
+            if source not in holds:
+                holds.add(source)
+                self.waiting[source] = self.waiting.get(source, 0) + 1
+        return True
+
+    def run_node(self, node_id: str) -> None:
+        if self.interrupt.is_set():
+            raise _Stopped(node_id)
+        self.current = node_id
+        node = self.graph.nodes[node_id]
+        spec = node.spec
+        self.send("executing", {"node": node_id, "display_node": node_id, "prompt_id": self.prompt_id})
+        inputs = self.gather(node_id)
+        hidden = {arg: self.hidden_value(kind, node_id) for arg, kind in spec.hidden.items()}
+        ctx = self.context(node_id, self.reporter(node_id))
+        started = time.perf_counter()
+        try:
+            output = self.call(node_id, spec, ctx, inputs, hidden)
+        except Exception as exc:
+            if self.interrupt.is_set():
+                raise _Stopped(node_id) from exc
+            raise _Failed(node_id, exc, inputs) from exc
+        self.timings[node_id] = time.perf_counter() - started
+        self.results[node_id] = output
+        self.executed.append(node_id)
+        if node_id not in self.volatile:
+            self.x.cache.put(self.keys[node_id], output)
+        if output.ui is not None:
+            self.ui[node_id] = output.ui
+            self.send("executed", {"node": node_id, "display_node": node_id, "output": output.ui,
+                                   "prompt_id": self.prompt_id})
+        self.release(self.holds.pop(node_id, ()))
+
+    def gather(self, node_id: str) -> dict[str, tuple[Any, ...]]:
+        """The node's inputs as item tuples; a lazy input not evaluated (yet) is None, as in ComfyUI."""
+        node = self.graph.nodes[node_id]
+        results = self.results
+        inputs: dict[str, tuple[Any, ...]] = {name: (value,) for name, value in node.literals.items()}
+        for name, link in node.links.items():
+            output = results.get(link.source)
+            inputs[name] = (None,) if output is None else output.values[link.slot]
+        return inputs
+
+    def calls(self, spec: NodeSpec, inputs: Mapping[str, tuple[Any, ...]],
+              hidden: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The keyword arguments of each call (ComfyUI list semantics: one call per item, shorter lists repeat their
+        last item; an empty list means no call; input_is_list nodes get whole lists in one call)."""
+        if spec.input_is_list:
+            return [{**{k: list(v) for k, v in inputs.items()}, **{k: [v] for k, v in hidden.items()}}]
+        longest = 1
+        for items in inputs.values():
+            if len(items) != 1:
+                if not items:
+                    return []
+                longest = max(longest, len(items))
+        if longest == 1:
+            return [{**{k: v[0] for k, v in inputs.items()}, **hidden}]
+        return [{**{k: v[i] if i < len(v) else v[-1] for k, v in inputs.items()}, **hidden} for i in range(longest)]
+
+    def call(self, node_id: str, spec: NodeSpec, ctx: Any, inputs: Mapping[str, tuple[Any, ...]],
+             hidden: Mapping[str, Any]) -> NodeOutput:
+        slots = spec.outputs
+        per_slot: list[list[Any]] = [[] for _ in slots]
+        uis: list[Mapping[str, Any]] = []
+        for index, kwargs in enumerate(self.calls(spec, inputs, hidden)):
+            if index and self.interrupt.is_set():
+                raise _Stopped(node_id)
+            result = spec.call(ctx, kwargs)
+            values = tuple(result.values)
+            if len(values) != len(slots):
+                raise TypeError(f"{spec.name} returned {len(values)} value{'s' if len(values) != 1 else ''}; "
+                                f"it declares {len(slots)} output{'s' if len(slots) != 1 else ''} "
+                                f"({', '.join(o.type for o in slots) or 'none'})")
+            for items, value, slot in zip(per_slot, values, slots):
+                if slot.is_list:
+                    if not isinstance(value, (list, tuple)):
+                        raise TypeError(f"{spec.name} output {slot.name or slot.type} is a list output; "
+                                        f"the node returned {type(value).__name__}")
+                    items.extend(value)
+                else:
+                    items.append(value)
+            if result.ui is not None:
+                uis.append(result.ui)
+        return NodeOutput(values=tuple(tuple(items) for items in per_slot), ui=_merge_ui(uis))
+
+    def release(self, sources: set[str] | tuple[()]) -> None:
+        """Drop this run's hold on outputs no remaining node of the run needs (the cache may still keep them)."""
+        for source in sources:
+            left = self.waiting.get(source, 0) - 1
+            self.waiting[source] = left
+            if left <= 0 and source not in self.output_set:
+                self.results.pop(source, None)
+
+    def resend_ui(self, node_id: str) -> None:
+        ui = self.results[node_id].ui
+        if ui is not None:
+            self.ui[node_id] = ui
+            self.send("executed", {"node": node_id, "display_node": node_id, "output": ui,
+                                   "prompt_id": self.prompt_id})
+
+    # ---- context, events, errors ---------------------------------------------------------------------------------
+    def context(self, node_id: str, report: Callable[[int, int, Any], None]) -> Any:
+        return self.x.context_factory(node_id=node_id, prompt_id=self.prompt_id,
+                                      hidden={**self.hidden_base, "UNIQUE_ID": node_id},
+                                      report_progress=report, is_interrupted=self.interrupt.is_set)
+
+    def hidden_value(self, kind: str, node_id: str) -> Any:
+        return node_id if kind == "UNIQUE_ID" else self.hidden_base.get(kind)
+
+    def reporter(self, node_id: str) -> Callable[[int, int, Any], None]:
+        prompt_id, client_id, events = self.prompt_id, self.client_id, self.events
+
+        def report(value: int, total: int, preview: Any = None) -> None:
+            events.send("progress", {"value": value, "max": total, "prompt_id": prompt_id, "node": node_id},
+                        client_id=client_id)
+            events.send("progress_state", {"prompt_id": prompt_id, "nodes": {node_id: {
+                "value": value, "max": total, "state": "running", "node_id": node_id, "prompt_id": prompt_id,
+                "display_node_id": node_id, "parent_node_id": None, "real_node_id": node_id}}},
+                        client_id=client_id)
+            if preview is not None:
+                events.send_preview(preview, client_id=client_id, metadata={
+                    "node_id": node_id, "prompt_id": prompt_id, "display_node_id": node_id,
+                    "parent_node_id": None, "real_node_id": node_id})
+
+        return report
+
+    def send(self, event: str, data: Mapping[str, Any]) -> None:
+        self.events.send(event, data, client_id=self.client_id)
+
+    def message(self, event: str, data: Mapping[str, Any]) -> None:
+        """An event that also goes into the history's status.messages."""
+        self.messages.append((event, data))
+        self.send(event, data)
+
+    def now(self) -> int:
+        return int(self.x.clock() * 1000)
+
+    def node_type(self, node_id: str | None) -> str | None:
+        node = self.graph.nodes.get(node_id) if node_id is not None else None
+        return node.class_type if node is not None else None
+
+    def done_ids(self) -> list[str]:
+        return list(dict.fromkeys([*self.cached, *self.executed]))
+
+    def error_payload(self, node_id: str | None, exc: BaseException, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        message = str(exc) or type(exc).__name__
+        if self.x.on_error is not None:
+            try:
+                hint = self.x.on_error(exc)
+            except Exception:
+                log.exception("on_error hook failed")
+                hint = None
+            if hint:
+                message = f"{message}\n{hint}"
+        return {"prompt_id": self.prompt_id, "node_id": node_id, "node_type": self.node_type(node_id),
+                "executed": self.done_ids(), "exception_message": message, "exception_type": _type_name(exc),
+                "traceback": traceback.format_tb(exc.__traceback__),
+                "current_inputs": {name: [_format(v) for v in items] for name, items in inputs.items()},
+                "current_outputs": list(self.results), "timestamp": self.now()}
+
+
+_VOLATILE = object()
+
+
+def _no_progress(value: int, total: int, preview: Any = None) -> None:
+    pass
+
+
+def _merge_ui(uis: list[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """ComfyUI merges the ui of list-mapped calls key by key, concatenating lists."""
+    if not uis:
+        return None
+    if len(uis) == 1:
+        return uis[0]
+    merged: dict[str, Any] = {}
+    for ui in uis:
+        for key, value in ui.items():
+            items = merged.setdefault(key, [])
+            if isinstance(value, (list, tuple)):
+                items.extend(value)
+            else:
+                items.append(value)
+    return merged
+
+
+def _type_name(exc: BaseException) -> str:
+    cls = type(exc)
+    module = cls.__module__
+    return cls.__qualname__ if module in (None, "builtins") else f"{module}.{cls.__qualname__}"
+
+
+def _format(value: Any) -> Any:
+    """An input value as shown in execution_error: primitives as they are, anything else described briefly
+    (never str() of a tensor: it is slow, large, and leaks data to the browser)."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, str):
+        return value if len(value) <= 200 else value[:197] + "..."
+    shape = getattr(value, "shape", None)
+    kind = type(value).__qualname__
+    if shape is not None:
+        try:
+            return f"{kind}(shape={list(shape)}, dtype={getattr(value, 'dtype', '?')})"
+        except TypeError:
+            pass
+    if isinstance(value, (list, tuple)):
+        return f"{kind} of {len(value)} items"
+    return kind

@@ -1,0 +1,257 @@
+"""The worker thread: takes queued prompts from the store one at a time and runs them.
+
+For each prompt: claim_next -> validate again against the current registry (node files or model folders may have
+changed since it was queued) -> executor.execute -> store.finish -> events. Status broadcasts (`status` with
+queue_remaining) go out when a prompt is queued, taken and finished; the final `executing {node: null, prompt_id}`
+goes to the prompt's client after its history is written (ComfyUI's order).
+
+Interrupt is per prompt (ComfyUI: with a prompt id, only if that prompt is running; without, whatever runs).
+`free()` flags are handled between prompts. The thread sleeps on an event when the queue is empty (no polling) and
+`stop()` joins it cleanly.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from nodes.registry import Registry
+from server.events import EventSink
+from server.executor import Executor, Outcome
+from server.graph import PromptError, validate_prompt
+from server.queue import PromptStore, QueueItem
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Running:
+    """The prompt being executed now: its id, its client, and the node it is on (None before the first)."""
+
+    prompt_id: str
+    client_id: str | None
+    node_id: str | None
+
+
+class Worker:
+    """Runs queued prompts on one background thread.
+
+    store      the PromptStore
+    registry   the node registry prompts are validated against when they are taken
+    executor   the Executor
+    events     the EventSink (the app's EventHub)
+    on_free    called between prompts as on_free(unload_models=, free_memory=) after POST /free (the app unloads
+               models there); the worker itself clears the output cache when free_memory is set
+    """
+
+    def __init__(self, *, store: PromptStore, registry: Registry, executor: Executor, events: EventSink,
+                 on_free: Callable[..., None] | None = None, clock: Callable[[], float] = time.time):
+        self.store = store
+        self.registry = registry
+        self.executor = executor
+        self.events = events
+        self.on_free = on_free
+        self.clock = clock
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._idle = threading.Condition()
+        self._busy = False
+        self._lock = threading.Lock()
+        self._running: tuple[str, str | None, threading.Event] | None = None
+        self._node: str | None = None
+        self._free = (False, False)
+        self._thread: threading.Thread | None = None
+        self.last_outcome: Outcome | None = None
+
+    # ---- lifecycle ----------------------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the thread (idempotent)."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._loop, name="chisel-worker", daemon=True)
+        self._thread.start()
+        self._wake.set()  # prompts recovered from the store run at once
+
+    def stop(self, timeout: float | None = 30.0) -> bool:
+        """Interrupt the running prompt, stop the thread and join it; True if it ended in time. Prompts still
+        pending stay in the store for the next start."""
+        self._stopping.set()
+        self.interrupt()
+        self._wake.set()
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+            return not thread.is_alive()
+        return True
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    # ---- control (any thread) -------------------------------------------------------------------------------------
+    def enqueue(self, prompt: Mapping[str, Any], *, outputs_to_execute: Sequence[str],
+                extra_data: Mapping[str, Any] | None = None, client_id: str | None = None,
+                prompt_id: str | None = None, number: int | float | None = None, front: bool = False
+                ) -> tuple[str, int | float]:
+        """Queue an already validated prompt: store it, broadcast the queue status, wake the thread.
+        Returns (prompt_id, number). Raises DuplicatePromptId for a reused id."""
+        prompt_id = prompt_id or str(uuid.uuid4())
+        number = self.store.put(prompt_id, prompt, extra_data=extra_data, outputs_to_execute=outputs_to_execute,
+                                client_id=client_id, number=number, front=front)
+        self.broadcast_status()
+        self.wake()
+        return prompt_id, number
+
+    def wake(self) -> None:
+        """Tell the thread something was queued."""
+        self._wake.set()
+
+    def interrupt(self, prompt_id: str | None = None) -> bool:
+        """Interrupt the running prompt (only if it is `prompt_id`, when given). True if one was interrupted."""
+        with self._lock:
+            running = self._running
+        if running is None or (prompt_id is not None and running[0] != prompt_id):
+            return False
+        running[2].set()
+        return True
+
+    def free(self, *, unload_models: bool = False, free_memory: bool = False) -> None:
+        """Ask for memory to be freed between prompts (POST /free)."""
+        with self._lock:
+            old = self._free
+            self._free = (old[0] or unload_models, old[1] or free_memory)
+        self._wake.set()
+
+    def running(self) -> Running | None:
+        with self._lock:
+            if self._running is None:
+                return None
+            return Running(self._running[0], self._running[1], self._node)
+
+    def queue_remaining(self) -> int:
+        return self.store.queue_remaining()
+
+    def broadcast_status(self) -> None:
+        self.events.send("status", {"status": {"exec_info": {"queue_remaining": self.store.queue_remaining()}}},
+                         client_id=None)
+
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        """Block until nothing is pending or running (tests, CLI); False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._idle:
+            while self._busy or self.store.queue_remaining() > 0:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self.alive:
+                    return False
+                self._idle.wait(min(left, 0.05))
+        return True
+
+    # ---- the thread -------------------------------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            self._handle_free()
+            self._wake.clear()
+            item = None
+            try:
+                item = self.store.claim_next()
+            except Exception:
+                log.exception("could not read the queue")
+            if item is None:
+                with self._idle:
+                    self._idle.notify_all()
+                self._wake.wait()
+                continue
+            with self._idle:
+                self._busy = True
+            try:
+                self._run(item)
+            except Exception:  # never let one prompt take the worker down
+                log.exception("prompt %s could not be completed", item.prompt_id)
+            finally:
+                with self._lock:
+                    self._running = None
+                    self._node = None
+                with self._idle:
+                    self._busy = False
+                    self._idle.notify_all()
+
+    def _run(self, item: QueueItem) -> None:
+        interrupt = threading.Event()
+        with self._lock:
+            self._running = (item.prompt_id, item.client_id, interrupt)
+            self._node = None
+        if self._stopping.is_set():
+            interrupt.set()
+        self.broadcast_status()
+        sink = _TrackingSink(self.events, self._on_executing)
+        try:
+            graph = validate_prompt(item.prompt, self.registry,
+                                    partial_execution_targets=item.outputs_to_execute or None)
+        except PromptError as err:
+            outcome = self._rejected(item, err, sink)
+        else:
+            outcome = self.executor.execute(graph, prompt_id=item.prompt_id, extra_data=item.extra_data,
+                                            events=sink, interrupt=interrupt)
+        self.last_outcome = outcome
+        try:
+            self.store.finish(item.prompt_id, status=outcome.status, outputs=outcome.outputs,
+                              messages=outcome.messages, meta=outcome.meta)
+        except Exception:
+            log.exception("could not record the end of prompt %s", item.prompt_id)
+        self.broadcast_status()
+        self.events.send("executing", {"node": None, "prompt_id": item.prompt_id}, client_id=item.client_id)
+
+    def _rejected(self, item: QueueItem, err: PromptError, sink: EventSink) -> Outcome:
+        """A queued prompt that no longer validates (a node or model file went away): reported as an error."""
+        now = int(self.clock() * 1000)
+        node_id = next(iter(err.node_errors), None) or err.error.get("extra_info", {}).get("node_id")
+        node_type = err.node_errors.get(node_id, {}).get("class_type") if node_id else None
+        start = {"prompt_id": item.prompt_id, "timestamp": now}
+        error = {"prompt_id": item.prompt_id, "node_id": node_id, "node_type": node_type, "executed": [],
+                 "exception_message": f"The prompt no longer validates: {err}", "exception_type":
+                 "server.graph.PromptError", "traceback": [], "current_inputs": {}, "current_outputs": [],
+                 "timestamp": now}
+        for event, data in (("execution_start", start), ("execution_error", error)):
+            sink.send(event, data, client_id=item.client_id)
+        return Outcome(prompt_id=item.prompt_id, status="error", outputs={}, meta={}, executed=(), cached=(),
+                       error=error, messages=(("execution_start", start), ("execution_error", error)))
+
+    def _on_executing(self, node_id: str | None) -> None:
+        with self._lock:
+            self._node = node_id
+
+    def _handle_free(self) -> None:
+        with self._lock:
+            unload_models, free_memory = self._free
+            self._free = (False, False)
+        if not (unload_models or free_memory):
+            return
+        if free_memory:
+            self.executor.cache.clear()
+        if self.on_free is not None:
+            try:
+                self.on_free(unload_models=unload_models, free_memory=free_memory)
+            except Exception:
+                log.exception("freeing memory failed")
+
+
+class _TrackingSink:
+    """Forwards events and remembers which node is executing (for clients that reconnect mid-prompt)."""
+
+    def __init__(self, inner: EventSink, on_executing: Callable[[str | None], None]):
+        self.inner = inner
+        self.on_executing = on_executing
+
+    def send(self, event: str, data: Mapping[str, Any], *, client_id: str | None) -> None:
+        if event == "executing":
+            self.on_executing(data.get("node"))
+        self.inner.send(event, data, client_id=client_id)
+
+    def send_preview(self, preview: Any, *, client_id: str | None, metadata: Mapping[str, Any]) -> None:
+        self.inner.send_preview(preview, client_id=client_id, metadata=metadata)
