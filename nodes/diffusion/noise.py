@@ -106,7 +106,8 @@ class BrownianNoiseSampler:
         t1 = torch.as_tensor(sigma_max).detach().cpu().float()
         if not t0 < t1:
             t0, t1 = t1, t0
-        self._tree = torchsde.BrownianTree(t0, torch.zeros(like.shape, dtype=like.dtype), t1, entropy=seed, tol=_TREE_TOL)
+        w0 = torch.zeros(like.shape, dtype=like.dtype)
+        self._tree = torchsde.BrownianTree(t0, w0, t1, entropy=seed, tol=_TREE_TOL)
         # Why: the tree rounds its ends to 6 digits and warns about float32 queries just outside them before
         # clamping; clamping here gives the same query without the warning.
         self._lo, self._hi = round(float(t0), _TREE_DIGITS), round(float(t1), _TREE_DIGITS)

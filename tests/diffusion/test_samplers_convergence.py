@@ -1,7 +1,7 @@
 """Samplers converge on the analytic Gaussian denoiser, where the answer is known in closed form.
 
-Data ~ N(MU, S²) per element, so D(x, σ) = MU + S²/(S² + σ²)·(x − MU) is the exact posterior mean, the latent at
-noise σ is N(MU, S² + σ²), and the probability-flow ODE maps a sample x_a at σ_a to
+Data ~ N(MU, S²) per element, so D(x, σ) = MU + S²/(S² + σ²)·(x − MU) is the exact posterior mean, the latent
+at noise σ is N(MU, S² + σ²), and the probability-flow ODE maps a sample x_a at σ_a to
 MU + (x_a − MU)·sqrt((S² + σ_b²) / (S² + σ_a²)) at σ_b. Starting every run from the exact marginal at σmax:
 - ODE samplers must approach that per-element solution as steps grow;
 - stochastic samplers must produce samples whose mean and std approach MU and S.

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from nodes.diffusion.samplers.common import DenoiserFn, StepCallback, call_model, per_sample, report
+from nodes.diffusion.samplers.common import DenoiserFn, StepCallback, call_model, report
 
 Variant = Literal["bh1", "bh2"]
 
@@ -75,8 +75,16 @@ def _weighted_sum(weights: Tensor, terms: list[Tensor]) -> Tensor:
     return torch.einsum("k,k...->...", weights, torch.stack(terms))
 
 
-def _update(model: DenoiserFn, x: Tensor, history: list[tuple[Tensor, Tensor]], sigma: Tensor, order: int,
-            use_corrector: bool, variant: Variant, extra_args: Mapping[str, Any] | None) -> tuple[Tensor, Tensor | None]:
+def _update(
+    model: DenoiserFn,
+    x: Tensor,
+    history: list[tuple[Tensor, Tensor]],
+    sigma: Tensor,
+    order: int,
+    use_corrector: bool,
+    variant: Variant,
+    extra_args: Mapping[str, Any] | None,
+) -> tuple[Tensor, Tensor | None]:
     """One UniP step to ``sigma`` of the given order, then UniC if asked; returns (x, model at the new point)."""
     sigma_prev, model_prev = history[-1]
     lambda_prev = _lambda(sigma_prev)

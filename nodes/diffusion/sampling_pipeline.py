@@ -1,0 +1,148 @@
+"""One KSampler run on a latent: noise scaling, guidance, inpainting and the sampler, as ComfyUI's
+``KSAMPLER.sample`` / ``CFGGuider`` / ``KSamplerX0Inpaint`` do it.
+
+The caller owns the latent format: ``latent`` is already in the model's space (raw VAE latent × the family's
+scale factor; ComfyUI applies that only to a nonzero latent, so an empty latent stays 0), and the result is in the
+same space.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from nodes.diffusion.guidance import ExtraConds, GuidedDenoiser, prepare_conditioning
+from nodes.diffusion.model_sampling import ApplyModel, Denoiser, DiscreteSampling
+from nodes.diffusion.noise import SEED_MAX, initial_noise
+from nodes.diffusion.samplers import DenoiserFn, StepCallback, get_sampler, run_sampler
+from nodes.types import Conditioning
+
+
+class SamplingInputError(ValueError):
+    """Inputs of a sampling run that do not fit together (shapes, mask, sigmas)."""
+
+
+def prepare_denoise_mask(mask: Tensor, shape: torch.Size | tuple[int, ...]) -> Tensor:
+    """A noise mask ([h, w], [M, h, w] or [M, 1, h, w], any resolution) as [B, C, H, W] for a latent of ``shape``.
+
+    Bilinear resize to the latent size, repeated over channels and (cyclically) over the batch.
+    """
+    if mask.ndim < 2:
+        raise SamplingInputError(f"denoise mask must have height and width, got shape {tuple(mask.shape)}")
+    batch, channels, height, width = shape
+    m = mask.float().reshape(-1, 1, mask.shape[-2], mask.shape[-1])  # (M, 1, h, w)
+    m = F.interpolate(m, size=(height, width), mode="bilinear")  # (M, 1, H, W)
+    m = m.repeat(1, channels, 1, 1)  # (M, C, H, W)
+    if m.shape[0] > batch:
+        return m[:batch]
+    return m.repeat(math.ceil(batch / m.shape[0]), 1, 1, 1)[:batch]
+
+
+@dataclass(frozen=True, eq=False)
+class InpaintDenoiser:
+    """Keeps the unmasked latent: before each model call the region outside the mask is replaced by the original
+    latent noised to the current sigma, and the prediction there by the original latent (ComfyUI KSamplerX0Inpaint).
+
+    Attributes:
+        inner: the guided denoiser.
+        mask: [B, C, H, W], 1 where the latent is resampled.
+        latent: the original latent (model space).
+        noise: the unit noise used to re-noise the kept region.
+    """
+
+    inner: DenoiserFn
+    mask: Tensor
+    latent: Tensor
+    noise: Tensor
+
+    def keep(self, x: Tensor, sigma: Tensor | float) -> Tensor:
+        """x inside the mask, the original latent at noise ``sigma`` outside it."""
+        s = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(-1, *([1] * (x.ndim - 1)))
+        return x * self.mask + (self.latent + self.noise * s) * (1.0 - self.mask)
+
+    def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
+        out = self.inner(self.keep(x, sigma), sigma)
+        return out * self.mask + self.latent * (1.0 - self.mask)
+
+    def restore_kept(self, x: Tensor, sigma: Tensor | float) -> Tensor:
+        """Where the mask is 0, exactly the original latent (noised to ``sigma`` when stopping early).
+
+        Why: the solver's last step reproduces it only up to float rounding (x − (x − latent)); pixels with a
+        partial mask are left as sampled, as in ComfyUI.
+        """
+        return torch.where(self.mask > 0, x, self.keep(x, sigma))
+
+
+def sample_latent(
+    *,
+    apply_model: ApplyModel,
+    sampling: DiscreteSampling,
+    latent: Tensor,
+    noise: Tensor,
+    sigmas: Tensor,
+    positive: Conditioning,
+    negative: Conditioning,
+    cfg: float,
+    sampler_name: str,
+    seed: int,
+    extra_conds: ExtraConds,
+    denoise_mask: Tensor | None = None,
+    callback: StepCallback | None = None,
+    max_batch: int | None = None,
+) -> Tensor:
+    """Sample a latent with classifier-free guidance.
+
+    Args:
+        apply_model: the raw network, ``apply_model(x_in, t, **model_inputs) -> eps or v`` (e.g. the UNet).
+        sampling: the model's noise table and prediction type.
+        latent: [B, C, H, W] start latent in model space (zeros for text-to-image).
+        noise: [B, C, H, W] unit noise (noise.initial_noise), or zeros to add none (KSamplerAdvanced add_noise off).
+        sigmas: from schedules.sampler_sigmas / advanced_sigmas; empty means nothing to do (latent returned).
+        positive / negative: the conditioning.
+        cfg: guidance scale (1 skips the negative pass).
+        sampler_name: one of samplers.SAMPLER_NAMES.
+        seed: the run's seed, for stochastic samplers and ddim's inpaint noise.
+        extra_conds: (entry, latent) -> family-specific model inputs such as SDXL's {"y": ...}.
+        denoise_mask: None, or a mask (1 = resample) of any resolution; the rest of the latent is kept exactly.
+        callback: receives each step's SamplerStep; raise from it to stop (interrupt).
+        max_batch: most conditioning entries per model call (None: all that fit one batch).
+
+    Returns:
+        The sampled latent, float32, in model space, on the latent's device.
+    """
+    spec = get_sampler(sampler_name)
+    if noise.shape != latent.shape:
+        raise SamplingInputError(f"noise shape {tuple(noise.shape)} does not match latent {tuple(latent.shape)}")
+    if sigmas.ndim != 1:
+        raise SamplingInputError(f"sigmas must be 1-D, got shape {tuple(sigmas.shape)}")
+    if len(sigmas) == 0:
+        return latent.float().clone()
+    device = latent.device
+    latent = latent.float()
+    noise = noise.to(device=device, dtype=torch.float32)
+    sigmas = sigmas.to(device=device, dtype=torch.float32)
+
+    entries = prepare_conditioning(positive, negative, latent=noise, sampling=sampling, extra_conds=extra_conds)
+    model: DenoiserFn = GuidedDenoiser(denoiser=Denoiser(apply_model=apply_model, sampling=sampling),
+                                       entries=entries, cfg=cfg, max_batch=max_batch)
+    inpaint: InpaintDenoiser | None = None
+    if denoise_mask is not None:
+        inpaint_noise = noise
+        if spec.inpaint_noise == "random":
+            # ddim re-noises the kept region with a separate draw from seed + 1 (ComfyUI's "random" option).
+            inpaint_noise = initial_noise(noise.shape, (seed + 1) % (SEED_MAX + 1)).to(device)
+        inpaint = InpaintDenoiser(inner=model, mask=prepare_denoise_mask(denoise_mask, latent.shape).to(device),
+                                  latent=latent, noise=inpaint_noise)
+        model = inpaint
+
+    max_denoise = sampling.reaches_max(float(sigmas[0]))
+    x = sampling.noise_scaling(sigmas[0], noise, latent, max_denoise=max_denoise)
+    out = run_sampler(spec.name, model, x, sigmas, seed=seed, callback=callback)
+    out = sampling.inverse_noise_scaling(sigmas[-1], out)
+    if inpaint is not None:
+        out = inpaint.restore_kept(out, sigmas[-1])
+    return out.float()
