@@ -165,16 +165,17 @@ class OutputCache:
 
     def _evict(self) -> None:
         if self._cpu > self._cpu_budget:
-            self._evict_while(lambda: self._cpu > self._cpu_budget, lambda e: e.cpu > 0)
+            self._evict_while(lambda removed: self._cpu > self._cpu_budget, lambda e: e.cpu > 0)
         if self._gpu > self._gpu_budget:
-            self._evict_while(lambda: self._gpu > self._gpu_budget, lambda e: e.gpu > 0)
-        if self._max_entries is not None and len(self._entries) > self._max_entries:
-            self._evict_while(lambda: len(self._entries) > self._max_entries, lambda e: True)
+            self._evict_while(lambda removed: self._gpu > self._gpu_budget, lambda e: e.gpu > 0)
+        limit = self._max_entries
+        if limit is not None and len(self._entries) > limit:
+            self._evict_while(lambda removed: len(self._entries) - removed > limit, lambda e: True)
 
-    def _evict_while(self, over: Callable[[], bool], holds: Callable[[_Entry], bool]) -> None:
+    def _evict_while(self, over: Callable[[int], bool], holds: Callable[[_Entry], bool]) -> None:
         victims = []
         for key, entry in self._entries.items():  # oldest first
-            if not over():
+            if not over(len(victims)):
                 break
             if holds(entry):
                 victims.append(key)

@@ -313,18 +313,31 @@ class PromptStore:
         return _job(row, details=True) if row else None
 
     # ---- internals ------------------------------------------------------------------------------------------------
+    def requeue(self, prompt_id: str) -> bool:
+        """Put a running prompt back at the front of the queue (the server stops while it runs); True if it was
+        running."""
+        with self._lock, self._transaction():
+            row = self._db.execute("SELECT seq, number FROM prompts WHERE prompt_id = ? AND status = 'running'",
+                                   (prompt_id,)).fetchone()
+            if row is not None:
+                self._to_front(row)
+        return row is not None
+
     def _recover(self) -> list[str]:
         """Prompts left running by a crash go back to the front of the queue; returns their ids."""
         with self._transaction():
             rows = self._db.execute("SELECT seq, prompt_id, number FROM prompts WHERE status = 'running'"
                                     " ORDER BY seq DESC").fetchall()
             for row in rows:
-                first = self._db.execute("SELECT MIN(number) FROM prompts WHERE status IN ('pending', 'running')"
-                                         " AND seq != ?", (row["seq"],)).fetchone()[0]
-                number = row["number"] if first is None or row["number"] < first else first - 1
-                self._db.execute("UPDATE prompts SET status = 'pending', number = ?, start_time = NULL"
-                                 " WHERE seq = ?", (number, row["seq"]))
+                self._to_front(row)
         return [row["prompt_id"] for row in reversed(rows)]
+
+    def _to_front(self, row: sqlite3.Row) -> None:
+        first = self._db.execute("SELECT MIN(number) FROM prompts WHERE status IN ('pending', 'running')"
+                                 " AND seq != ?", (row["seq"],)).fetchone()[0]
+        number = row["number"] if first is None or row["number"] < first else first - 1
+        self._db.execute("UPDATE prompts SET status = 'pending', number = ?, start_time = NULL WHERE seq = ?",
+                         (number, row["seq"]))
 
     def _bump(self, name: str) -> int:
         row = self._db.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()

@@ -65,6 +65,7 @@ class Worker:
         self._running: tuple[str, str | None, threading.Event] | None = None
         self._node: str | None = None
         self._free = (False, False)
+        self._cancelled: set[str] = set()  # prompts a user interrupted (vs. stopped by shutdown)
         self._thread: threading.Thread | None = None
         self.last_outcome: Outcome | None = None
 
@@ -79,10 +80,14 @@ class Worker:
         self._wake.set()  # prompts recovered from the store run at once
 
     def stop(self, timeout: float | None = 30.0) -> bool:
-        """Interrupt the running prompt, stop the thread and join it; True if it ended in time. Prompts still
-        pending stay in the store for the next start."""
+        """Stop the thread and join it; True if it ended in time. The running prompt is interrupted and goes back
+        to the front of the queue (it was not cancelled by anyone): with the pending ones, it runs on the next
+        start."""
         self._stopping.set()
-        self.interrupt()
+        with self._lock:
+            running = self._running
+        if running is not None:
+            running[2].set()
         self._wake.set()
         thread = self._thread
         if thread is not None:
@@ -118,6 +123,8 @@ class Worker:
             running = self._running
         if running is None or (prompt_id is not None and running[0] != prompt_id):
             return False
+        with self._lock:
+            self._cancelled.add(running[0])
         running[2].set()
         return True
 
@@ -199,9 +206,15 @@ class Worker:
             outcome = self.executor.execute(graph, prompt_id=item.prompt_id, extra_data=item.extra_data,
                                             events=sink, interrupt=interrupt)
         self.last_outcome = outcome
+        with self._lock:
+            cancelled = item.prompt_id in self._cancelled
+            self._cancelled.discard(item.prompt_id)
         try:
-            self.store.finish(item.prompt_id, status=outcome.status, outputs=outcome.outputs,
-                              messages=outcome.messages, meta=outcome.meta)
+            if outcome.status == "interrupted" and self._stopping.is_set() and not cancelled:
+                self.store.requeue(item.prompt_id)
+            else:
+                self.store.finish(item.prompt_id, status=outcome.status, outputs=outcome.outputs,
+                                  messages=outcome.messages, meta=outcome.meta)
         except Exception:
             log.exception("could not record the end of prompt %s", item.prompt_id)
         self.broadcast_status()
