@@ -1,0 +1,56 @@
+// Queueing a workflow, as ComfyUI does: send the current widget values (the server converts the UI workflow
+// to an API prompt), then move control_after_generate widgets on; batch count repeats that.
+
+import { applyControlAfterGenerate } from '../graph/control.js';
+import { errorsFromNodeErrors } from './execution.js';
+
+/** A refused run: the server's error plus per-node errors for the canvas. */
+export class QueueError extends Error {
+  constructor(message, { nodeErrors = new Map(), body = null } = {}) {
+    super(message);
+    this.name = 'QueueError';
+    this.nodeErrors = nodeErrors;
+    this.body = body;
+  }
+}
+
+function queueErrorFrom(err) {
+  const body = err.body;
+  if (body && typeof body === 'object' && (body.error || body.node_errors)) {
+    const e = body.error;
+    const message = typeof e === 'string' ? e : [e?.message, e?.details].filter(Boolean).join(': ');
+    return new QueueError(message || 'The server refused the workflow', {
+      nodeErrors: errorsFromNodeErrors(body.node_errors), body });
+  }
+  if (err.status === 404 && err.path === '/workflow/convert') {
+    return new QueueError('This server has no /api/workflow/convert route (needed to run workflows)');
+  }
+  return new QueueError(err.message);
+}
+
+/**
+ * Queues `doc` `count` times. Returns [{prompt_id, number, prompt}]. On a refusal the doc's node errors are set
+ * and a QueueError is thrown; runs queued before it stay queued.
+ */
+export async function queueWorkflow({ api, doc, tracker, front = false, count = 1, random = Math.random }) {
+  const queued = [];
+  doc.exec.errors.clear();
+  for (let i = 0; i < count; i++) {
+    const workflow = doc.toWorkflow();
+    let res;
+    let prompt;
+    try {
+      ({ prompt } = await api.convertWorkflow(workflow));
+      res = await api.queuePrompt({ prompt, workflow, front });
+    } catch (err) {
+      const qe = queueErrorFrom(err);
+      doc.exec.errors = qe.nodeErrors;
+      throw qe;
+    }
+    if (res?.node_errors && Object.keys(res.node_errors).length) doc.exec.errors = errorsFromNodeErrors(res.node_errors);
+    tracker?.registerPrompt(res.prompt_id, doc, Object.keys(prompt));
+    queued.push({ ...res, prompt });
+    if (applyControlAfterGenerate(doc.graph, doc.defs, { random })) doc.checkpoint();
+  }
+  return queued;
+}

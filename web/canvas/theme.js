@@ -1,0 +1,53 @@
+// Colours and sizes of the dark theme (ComfyUI's dark palette values).
+
+export const SLOT_COLORS = Object.freeze({
+  CLIP: '#FFD500', CLIP_VISION: '#A8DADC', CLIP_VISION_OUTPUT: '#ad7452', CONDITIONING: '#FFA931',
+  CONTROL_NET: '#6EE7B7', IMAGE: '#64B5F6', LATENT: '#FF9CF9', MASK: '#81C784', MODEL: '#B39DDB',
+  STYLE_MODEL: '#C2FFAE', VAE: '#FF6E6E', NOISE: '#B0B0B0', GUIDER: '#66FFFF', SAMPLER: '#ECB4B4',
+  SIGMAS: '#CDFFCD', TAESD: '#DCC274', UPSCALE_MODEL: '#A0C4FF',
+});
+
+export const theme = Object.freeze({
+  background: '#1b1b1d',
+  gridMinor: '#242427',
+  gridMajor: '#2c2c30',
+  nodeBg: '#353535',
+  nodeTitle: '#262626',
+  nodeTitleText: '#c8c8c8',
+  nodeText: '#a8a8a8',
+  nodeOutline: '#000000',
+  selected: '#ffffff',
+  running: '#2ecc71',
+  error: '#ff4545',
+  bypassBg: '#8a2be2',
+  widgetBg: '#222222',
+  widgetOutline: '#4a4a4a',
+  widgetText: '#dddddd',
+  widgetLabel: '#999999',
+  widgetDisabled: '#5a5a5a',
+  link: '#9a9',
+  linkDefault: '#9a9a9a',
+  reroute: '#e0e0e0',
+  missing: '#ff4545',
+  font: 'Inter, "Segoe UI", system-ui, sans-serif',
+});
+
+/** ComfyUI's node colour presets: title colour and body colour. */
+export const NODE_COLORS = Object.freeze({
+  red: { color: '#322', bgcolor: '#533' },
+  brown: { color: '#332922', bgcolor: '#593930' },
+  green: { color: '#232', bgcolor: '#353' },
+  blue: { color: '#223', bgcolor: '#335' },
+  pale_blue: { color: '#2a363b', bgcolor: '#3f5159' },
+  cyan: { color: '#233', bgcolor: '#355' },
+  purple: { color: '#323', bgcolor: '#535' },
+  yellow: { color: '#432', bgcolor: '#653' },
+  black: { color: '#222', bgcolor: '#000' },
+});
+
+export const GROUP_COLORS = Object.freeze(['#3f789e', '#a1309b', '#b06634', '#8a8', '#88a', '#b58b2a', '#444',
+  '#a88']);
+
+export function slotColor(type) {
+  return SLOT_COLORS[String(type).toUpperCase()] ?? theme.linkDefault;
+}
