@@ -158,6 +158,11 @@ class ClientChannel:
         self._previews = 0
         self._closed = False
         self._ready = asyncio.Event()
+        # messages posted from other threads wait in the inbox; one loop callback moves a whole burst at once
+        # (a call_soon_threadsafe per message would wake the loop -- a syscall -- for every progress event)
+        self._inbox: deque[_Message] = deque()
+        self._inbox_lock = threading.Lock()
+        self._flush_scheduled = False
 
     @property
     def closed(self) -> bool:
@@ -185,7 +190,26 @@ class ClientChannel:
         self._previews -= 1
         return encode_preview(message.preview, message.metadata if self.supports_preview_metadata else None)
 
-    # called on the loop thread only (through call_soon_threadsafe)
+    def _post(self, message: _Message) -> bool:
+        """Queue a message from any thread; False if the channel's loop is gone."""
+        self._inbox.append(message)
+        with self._inbox_lock:
+            if self._flush_scheduled:
+                return True
+            self._flush_scheduled = True
+        try:
+            self.loop.call_soon_threadsafe(self._flush)
+        except RuntimeError:  # loop closed
+            return False
+        return True
+
+    # called on the loop thread only
+    def _flush(self) -> None:
+        with self._inbox_lock:
+            self._flush_scheduled = False
+        while self._inbox:
+            self._push(self._inbox.popleft())
+
     def _push(self, message: _Message) -> None:
         if self._closed:
             return
@@ -271,7 +295,7 @@ class EventHub:
             return [channel] if channel is not None else []
 
     def _deliver(self, channel: ClientChannel, message: _Message) -> None:
-        if not _call_on_loop(channel, channel._push, message):
+        if not channel._post(message):
             with self._lock:  # its loop is gone: forget it
                 if self._channels.get(channel.client_id) is channel:
                     del self._channels[channel.client_id]

@@ -295,9 +295,10 @@ class _Validator:
     def _node(self, node_id: str) -> GraphNode:
         spec = self.specs[node_id]
         literals, links = self.checked[node_id]
-        # repr of str/int/float/bool literals is exact and unambiguous (floats round-trip, True != 1)
-        static: tuple[Any, ...] = (spec.python_module, spec.name, sorted(literals.items()),
-                                   sorted((name, link.slot) for name, link in links.items()))
+        # repr of str/int/float/bool literals is exact and unambiguous (floats round-trip, True != 1); the dicts
+        # are filled in the spec's input order, so their order is the same on every run
+        static: tuple[Any, ...] = (spec.python_module, spec.name, tuple(literals.items()),
+                                   tuple((name, link.slot) for name, link in links.items()))
         if "UNIQUE_ID" in spec.hidden.values():
             static += (node_id,)  # its output depends on its id (ComfyUI adds the id for UNIQUE_ID too)
         return GraphNode(node_id, spec.name, spec, MappingProxyType(literals), MappingProxyType(links),

@@ -216,3 +216,27 @@ def test_signature_depends_on_literals_not_on_node_ids(reg):
     c = validate_prompt(E.chain(2, prefix="a", start=1), reg)
     assert a.nodes["a1"].signature == b.nodes["b1"].signature
     assert a.nodes["a0"].signature != c.nodes["a0"].signature
+
+
+def test_faulty_input_declaration_is_exception_during_inner_validation():
+    from nodes.inputs import Int
+    from nodes.registry import Node, Output, Registry
+
+    class Fragile(Int):
+        def coerce(self, value, choices=None):
+            raise RuntimeError("declaration bug")
+
+    class UsesFragile(Node):
+        output_node = True
+        value = Fragile(0)
+        outputs = (Output("INT"),)
+
+        @classmethod
+        def run(cls, ctx, value):
+            return (value,)
+
+    reg = Registry()
+    reg.add(UsesFragile)
+    err = rejected({"1": {"class_type": "UsesFragile", "inputs": {"value": 1}}}, reg)
+    error = only_error(err, "1")
+    assert error["type"] == "exception_during_inner_validation" and "declaration bug" in error["details"]

@@ -263,3 +263,11 @@ def test_store_survives_kill_dash_nine(path):
     with PromptStore(path) as store:
         assert store.recovered == ["p0"]
         assert [item[1] for item in store.pending()] == ["p0", "p1", "p2", "p3", "p4"]
+
+
+def test_requeue_puts_a_running_prompt_back_first(store):
+    for pid in "abc":
+        store.put(pid, PROMPT)
+    store.claim_next()
+    assert store.requeue("a") is True and store.requeue("b") is False  # b is pending, not running
+    assert [item[1] for item in store.pending()] == ["a", "b", "c"] and store.running() == []
