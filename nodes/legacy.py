@@ -7,8 +7,9 @@ A custom node written for ComfyUI that does not import ComfyUI's internals runs 
     survives from one prompt to the next.
   - Our typed LATENT and CONDITIONING values are converted to ComfyUI's dict / list-of-pairs shapes on the way in,
     and outputs declared LATENT or CONDITIONING are converted back.
-  - IS_CHANGED becomes the cache fingerprint (NaN = always re-run), NOT_IDEMPOTENT keeps identical nodes of one
-    prompt from sharing a result, VALIDATE_INPUTS and check_lazy_status are called as ComfyUI calls them.
+  - IS_CHANGED becomes the cache fingerprint (a NaN is passed on: the executor then always re-runs the node),
+    NOT_IDEMPOTENT keeps identical nodes of one prompt from sharing a result, and VALIDATE_INPUTS and
+    check_lazy_status are called as ComfyUI calls them.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import math
-import uuid
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
@@ -281,7 +281,10 @@ def _fingerprint(name: str, cls: type, hidden: Mapping[str, str], input_is_list:
             _fill_hidden(arguments, hidden, ctx)
             if input_is_list:
                 arguments = {key: [value] for key, value in arguments.items()}
-            parts.append(_hashable(_await(is_changed(**_accepted(is_changed, arguments)))))
+            changed = _await(is_changed(**_accepted(is_changed, arguments)))
+            if isinstance(changed, float) and math.isnan(changed):
+                return changed  # ComfyUI's "always changed": the executor re-runs the node every time
+            parts.append(_hashable(changed))
         if not_idempotent:
             parts.append(("node", getattr(ctx, "node_id", None)))  # identical nodes of one prompt stay distinct
         return tuple(parts)
@@ -290,8 +293,6 @@ def _fingerprint(name: str, cls: type, hidden: Mapping[str, str], input_is_list:
 
 
 def _hashable(value: Any) -> Hashable:
-    if isinstance(value, float) and math.isnan(value):
-        return ("always-rerun", uuid.uuid4().hex)  # ComfyUI: NaN never equals itself, so the node always re-runs
     try:
         hash(value)
     except TypeError:

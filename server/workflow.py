@@ -10,7 +10,9 @@
     a `widgets_values` object or `widgets_values_named` is read by name;
   - drops muted nodes (mode 2) and passes links through bypassed ones (mode 4: the first input of the wanted type,
     same slot index first), Reroute nodes, and PrimitiveNode (its value becomes the target's literal);
-  - skips Note / MarkdownNote, drops inputs whose source is gone, wraps literal lists as {"__value__": [...]}.
+  - skips Note / MarkdownNote, drops inputs whose source is gone, wraps literal lists as {"__value__": [...]};
+  - knows a few popular front-end extensions' editor-only nodes (rgthree's reroute/labels/group togglers, KJNodes'
+    SetNode/GetNode named links) as long as no server-side node claims their names.
 Unknown node types are kept with their widget values; prompt validation then reports them (missing_node_type).
 A malformed workflow raises WorkflowError, whose `to_response()` is the body of /prompt's 400 answer.
 """
@@ -29,10 +31,17 @@ from nodes.registry import Registry
 
 MODE_MUTED = 2
 MODE_BYPASS = 4
-REROUTE = "Reroute"
-PRIMITIVE = "PrimitiveNode"
-UI_ONLY_NODES = frozenset({"Note", "MarkdownNote"})
-VIRTUAL_NODES = frozenset({REROUTE, PRIMITIVE}) | UI_ONLY_NODES
+VirtualRole = Literal["reroute", "primitive", "ui_only", "set", "get"]
+# Editor-only node types: never sent to the server, resolved (or skipped) by the converter.
+CORE_VIRTUAL_NODES: Mapping[str, VirtualRole] = {
+    "Reroute": "reroute", "PrimitiveNode": "primitive", "Note": "ui_only", "MarkdownNote": "ui_only"}
+# Popular front-end extensions' editor-only nodes; virtual only while no server-side node has the name.
+EXTENSION_VIRTUAL_NODES: Mapping[str, VirtualRole] = {
+    "Reroute (rgthree)": "reroute", "Label (rgthree)": "ui_only", "Bookmark (rgthree)": "ui_only",
+    "Fast Groups Bypasser (rgthree)": "ui_only", "Fast Groups Muter (rgthree)": "ui_only",
+    "Note Plus (mtb)": "ui_only",
+    "SetNode": "set", "GetNode": "get",  # KJNodes: a named wireless link, GetNode reads the SetNode of its name
+}
 CONTROL_VALUES = frozenset({"fixed", "increment", "decrement", "randomize", "increment-wrap"})
 LEGACY_SEED_NAMES = frozenset({"seed", "noise_seed"})  # the 2023 frontend gave these a control without a flag
 SUBGRAPH_INPUT = "-10"  # the id of a subgraph's input node in its inner links
@@ -125,6 +134,14 @@ class _Graph:
     nodes: dict[str, _Node]  # in document order
     links: dict[str, _Link]
     subgraphs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    roles: Mapping[str, VirtualRole] = field(default_factory=dict)  # the editor-only node types in play
+
+    def setter(self, name: Any) -> _Node | None:
+        """The SetNode publishing `name` (the first one, if several)."""
+        for node in self.nodes.values():
+            if self.roles.get(node.type) == "set" and _first_widget_value(node) == name:
+                return node
+        return None
 
 
 @dataclass(frozen=True)
@@ -145,9 +162,10 @@ def convert_workflow(workflow: Mapping[str, Any], registry: Registry) -> dict[st
         raise WorkflowError("This is an API prompt, not a UI workflow", kind="api_format")
     problems: list[NodeProblem] = []
     graph = _expand_subgraphs(_parse_graph(workflow, problems), problems)
+    graph.roles = {**{t: r for t, r in EXTENSION_VIRTUAL_NODES.items() if t not in registry}, **CORE_VIRTUAL_NODES}
     prompt: dict[str, dict[str, Any]] = {}
     for node in graph.nodes.values():
-        if node.type in VIRTUAL_NODES or node.mode in (MODE_MUTED, MODE_BYPASS):
+        if node.type in graph.roles or node.mode in (MODE_MUTED, MODE_BYPASS):
             continue
         spec = registry.get(node.type)
         inputs = _widget_inputs(node, registry, problems)
@@ -354,13 +372,15 @@ def _resolve_link(graph: _Graph, link_key: str, seen: set[str], target: _Node,
         return None
     seen.add(link_key)
     node = graph.nodes.get(link.origin)
-    if node is None or node.type in UI_ONLY_NODES:
+    role = graph.roles.get(node.type) if node is not None else None
+    if node is None or role == "ui_only":
         return None
-    if node.type == REROUTE:
-        upstream = node.inputs[0].link if node.inputs else None
+    if role in ("reroute", "set", "get"):  # pass-through: their single input (a GetNode: its SetNode's input)
+        through = graph.setter(_first_widget_value(node)) if role == "get" else node
+        upstream = through.inputs[0].link if through is not None and through.inputs else None
         return None if upstream is None else _resolve_link(graph, upstream, seen, target, problems)
-    if node.type == PRIMITIVE:
-        value = _primitive_value(node)
+    if role == "primitive":
+        value = _first_widget_value(node)
         return None if value is _MISSING else _Literal(value)
     if node.mode == MODE_MUTED:
         return None
@@ -384,7 +404,7 @@ def _bypass_input(node: _Node, slot: int, wanted: str) -> str | None:
 _MISSING = object()
 
 
-def _primitive_value(node: _Node) -> Any:
+def _first_widget_value(node: _Node) -> Any:
     values = node.widgets_values
     if isinstance(values, list) and values:
         return values[0]
@@ -426,39 +446,45 @@ def _widget_inputs(node: _Node, registry: Registry, problems: list[NodeProblem])
     return out
 
 
-def _align(values: list[Any], widgets: Sequence[Input], linked: set[str]) -> dict[str, Any]:
-    """Name each stored value. The layouts the editors have written, most likely first, are tried by length;
-    if none fits, values are taken in order, skipping control and upload values where they appear."""
-    def layout(*, legacy_seeds: bool = False, uploads: bool = True, controls: bool = True,
-               skip_linked: bool = False) -> list[str]:
-        slots = []
-        for widget in widgets:
-            if skip_linked and widget.name in linked:
-                continue
+def _widget_layout(widgets: Sequence[Input], *, legacy_seeds: bool = False, uploads: bool = True,
+                   controls: bool = True, skip: frozenset[str] | set[str] = frozenset()) -> list[str]:
+    """The order the editor stores widget values in: each widget's value, its control_after_generate value right
+    after it, and the upload button's value after the last required widget (the editor appends an `upload`
+    widget to the required inputs of nodes with an image_upload combo)."""
+    has_upload = uploads and any(getattr(w, "image_upload", False) for w in widgets)
+    last_required = max((i for i, w in enumerate(widgets) if not w.optional), default=-1)
+    slots = [_UPLOAD] if has_upload and last_required < 0 else []
+    for index, widget in enumerate(widgets):
+        if widget.name not in skip:
             slots.append(widget.name)
             if controls and _has_control(widget, legacy_seeds):
                 slots.append(_CONTROL)
-            if uploads and getattr(widget, "image_upload", False):
-                slots.append(_UPLOAD)
-        return slots
+        if has_upload and index == last_required:
+            slots.append(_UPLOAD)
+    return slots
 
-    candidates = (layout(), layout(legacy_seeds=True), layout(uploads=False), layout(controls=False),
-                  layout(skip_linked=True), layout(legacy_seeds=True, skip_linked=True))
+
+def _align(values: list[Any], widgets: Sequence[Input], linked: set[str]) -> dict[str, Any]:
+    """Name each stored value. The layouts the editors have written, most likely first, are tried by length;
+    if none fits, values are taken in order, skipping control and upload values where they may appear."""
+    candidates = (_widget_layout(widgets), _widget_layout(widgets, legacy_seeds=True),
+                  _widget_layout(widgets, uploads=False), _widget_layout(widgets, controls=False),
+                  _widget_layout(widgets, skip=linked), _widget_layout(widgets, legacy_seeds=True, skip=linked))
     by_name = {w.name: w for w in widgets}
     for slots in candidates:
         if len(slots) == len(values) and all(_plausible(by_name.get(s), s, v) for s, v in zip(slots, values)):
             return {slot: value for slot, value in zip(slots, values) if slot not in (_CONTROL, _UPLOAD)}
     out: dict[str, Any] = {}
     position = 0
-    for widget in widgets:
+    for slot in _widget_layout(widgets, legacy_seeds=True):
         if position >= len(values):
             break
-        out[widget.name] = values[position]
+        if slot == _CONTROL or slot == _UPLOAD:
+            expected = _is_control_value if slot == _CONTROL else (lambda v: v == "image")
+            position += 1 if expected(values[position]) else 0
+            continue
+        out[slot] = values[position]
         position += 1
-        if position < len(values) and _has_control(widget, True) and _is_control_value(values[position]):
-            position += 1
-        if position < len(values) and getattr(widget, "image_upload", False) and values[position] == "image":
-            position += 1
     return out
 
 
@@ -580,21 +606,23 @@ def _ui_node(ui_id: int, entry: Mapping[str, Any], registry: Registry, consumed:
     named: dict[str, Any] = {}
     declared = set()
     if spec is not None:
+        widgets = {}
         for decl in spec.inputs:
             declared.add(decl.name)
-            value = api_inputs.get(decl.name, _MISSING)
             if decl.is_widget and not decl.force_input:
+                widgets[decl.name] = decl
                 inputs.append({"name": decl.name, "type": decl.type_name, "widget": {"name": decl.name},
                                "link": None})
-                literal = _unwrap(value) if value is not _MISSING and not _is_api_link(value) else _default(
-                    decl, registry)
-                widgets_values.append(None if literal is _MISSING else literal)
-                if _has_control(decl, False):
-                    widgets_values.append("fixed")
-                if getattr(decl, "image_upload", False):
-                    widgets_values.append("image")
             else:
                 inputs.append({"name": decl.name, "type": decl.type_name, "link": None})
+        for slot in _widget_layout(list(widgets.values())):
+            if slot in (_CONTROL, _UPLOAD):
+                widgets_values.append("fixed" if slot == _CONTROL else "image")
+                continue
+            value = api_inputs.get(slot, _MISSING)
+            literal = _unwrap(value) if value is not _MISSING and not _is_api_link(value) else _default(
+                widgets[slot], registry)
+            widgets_values.append(None if literal is _MISSING else literal)
         output_types = list(spec.output_types)
         output_names = [o.name or o.type for o in spec.outputs]
         title = spec.display_name

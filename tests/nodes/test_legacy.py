@@ -142,7 +142,7 @@ def test_is_changed_becomes_the_fingerprint_and_nan_means_always_rerun():
     spec = adapt_legacy_node("Counter", Counter)
     assert spec.fingerprint(ctx(), {"path": "a"}) == spec.fingerprint(ctx(), {"path": "a"})
     assert spec.fingerprint(ctx(), {"path": "a"}) != spec.fingerprint(ctx(), {"path": "b"})
-    assert spec.fingerprint(ctx(), {"path": "always"}) != spec.fingerprint(ctx(), {"path": "always"})
+    assert math.isnan(spec.fingerprint(ctx(), {"path": "always"}))  # the executor's "always re-run" signal
     assert spec.category == "sd"  # ComfyUI's default category
 
 

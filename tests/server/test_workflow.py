@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from nodes.image import ImageInvert, ImageScale, LoadImage, PreviewImage, SaveImage
+from nodes.image import ImageInvert, ImageScale, LoadImage, LoadImageMask, PreviewImage, SaveImage
 from nodes.inputs import SEED_MAX, Combo, Files, Float, Int, Link, String
 from nodes.primitives import NODES as PRIMITIVES
 from nodes.registry import Node, Output, Registry
@@ -298,3 +298,49 @@ def test_conversion_does_not_modify_the_workflow(registry):
     before = copy.deepcopy(workflow)
     convert_workflow(workflow, registry)
     assert workflow == before
+
+
+class MaskTool(Node):
+    """An upload combo followed by an optional widget: the upload value sits between them."""
+
+    image = Combo(Files("input", images_only=True), image_upload=True)
+    feather = Int(0, optional=True)
+    outputs = (Output("MASK"),)
+
+
+def test_the_upload_value_follows_the_last_required_widget(registry):
+    registry.add(LoadImageMask)
+    registry.add(MaskTool)
+    workflow = {"nodes": [{"id": 1, "type": "LoadImageMask", "mode": 0, "widgets_values": ["m.png", "red", "image"]},
+                          {"id": 2, "type": "MaskTool", "mode": 0, "widgets_values": ["a.png", "image", 6]}],
+                "links": [], "version": 0.4}
+    prompt = convert_workflow(workflow, registry)
+    assert prompt["1"]["inputs"] == {"image": "m.png", "channel": "red"}
+    assert prompt["2"]["inputs"] == {"image": "a.png", "feather": 6}
+    back = api_to_workflow(prompt, registry)
+    assert [n["widgets_values"] for n in back["nodes"]] == [["m.png", "red", "image"], ["a.png", "image", 6]]
+
+
+def test_extension_virtual_nodes_set_get_links_and_labels_are_resolved(registry):
+    workflow = load("default_graph")
+    nodes = {n["id"]: n for n in workflow["nodes"]}
+    # the checkpoint's MODEL goes into SetNode "model"; the sampler reads it from a GetNode
+    workflow["nodes"] += [
+        {"id": 60, "type": "SetNode", "mode": 0, "title": "Set_model", "widgets_values": ["model"],
+         "inputs": [{"name": "MODEL", "type": "MODEL", "link": 60}],
+         "outputs": [{"name": "*", "type": "*", "links": None}]},
+        {"id": 61, "type": "GetNode", "mode": 0, "title": "Get_model", "widgets_values": ["model"], "inputs": [],
+         "outputs": [{"name": "MODEL", "type": "MODEL", "links": [61]}]},
+        {"id": 62, "type": "Label (rgthree)", "mode": 0, "widgets_values": [], "properties": {"fontSize": 20}},
+    ]
+    workflow["links"] = [link for link in workflow["links"] if link[0] != 1]
+    workflow["links"] += [[60, 4, 0, 60, 0, "MODEL"], [61, 61, 0, 3, 0, "MODEL"]]
+    nodes[3]["inputs"][0]["link"] = 61
+    assert convert_workflow(workflow, registry) == default_prompt()
+
+    class GetNode(Node):  # a server-side node of that name wins: it is then a real node
+        name = String("")
+        outputs = (Output("MODEL"),)
+
+    registry.add(GetNode)
+    assert convert_workflow(workflow, registry)["3"]["inputs"]["model"] == ["61", 0]
