@@ -16,6 +16,7 @@ This module imports neither torch nor the node implementations; it sees node typ
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -360,7 +361,8 @@ def _input_error(kind: str, message: str, details: str, *, name: str | None = No
         extra["input_name"] = name
         extra["input_config"] = config
         if value is not _NOT_SET:
-            extra["received_value"] = value
+            # NaN/inf are not JSON: echo them as text so the 400 body stays parseable by browsers
+            extra["received_value"] = repr(value) if isinstance(value, float) and not math.isfinite(value) else value
     return {"type": kind, "message": message, "details": details, "extra_info": extra}
 
 

@@ -8,6 +8,7 @@ import functools
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from nodes.context import Preview, RunContext
@@ -231,20 +232,19 @@ class Stamp(Node):
 
 
 class Versioned(Node):
-    """fingerprint: the cache key follows an outside version (here: a literal-free value from a dict)."""
+    """fingerprint: the cache key follows a file's content (like LoadImage hashing its file)."""
 
-    name = String("x")
+    path = String("")
     outputs = (Output("INT"),)
-    versions: dict[str, int] = {}
 
     @classmethod
-    def fingerprint(cls, ctx, name):
-        return cls.versions.get(name, 0)
+    def fingerprint(cls, ctx, path):
+        return Path(path).read_text()
 
     @classmethod
-    def run(cls, ctx, name):
+    def run(cls, ctx, path):
         ctx.services.record(ctx, "Versioned")
-        return (cls.versions.get(name, 0),)
+        return (int(Path(path).read_text()),)
 
 
 class WhoAmI(Node):

@@ -197,28 +197,23 @@ def test_wrong_number_of_returned_values_is_an_execution_error(reg, calls):
 
 
 def test_exception_raised_after_interrupt_counts_as_interruption(reg, calls):
-    interrupt = threading.Event()
-
-    def boom(exc):
-        return None
-
     prompt = {"1": {"class_type": "Const", "inputs": {"value": 4}},
               "2": {"class_type": "Fail", "inputs": {"a": ["1", 0]}},
               "3": {"class_type": "Show", "inputs": {"value": ["2", 0]}}}
     graph = validate_prompt(prompt, reg)
-    ex = E.executor(reg, calls, on_error=boom)
 
     class SetWhenAsked:
+        """Clear when checked before nodes 1 and 2; set when node 2's exception is examined."""
+
         def __init__(self):
             self.asked = 0
 
         def is_set(self):
             self.asked += 1
-            return self.asked > 2  # clear before nodes 1 and 2, set once 2 raised
+            return self.asked > 2
 
-    outcome = ex.execute(graph, prompt_id="x", interrupt=SetWhenAsked())
+    outcome = E.executor(reg, calls).execute(graph, prompt_id="x", interrupt=SetWhenAsked())
     assert outcome.status == "interrupted" and outcome.error["node_id"] == "2"
-    del interrupt
 
 
 def test_events_for_one_prompt_come_in_comfyui_order(reg, calls):
@@ -259,20 +254,26 @@ def test_always_run_node_and_its_descendants_run_every_time(reg, calls):
     assert calls.ids() == ["2", "3", "4"]
 
 
-def test_fingerprint_change_reruns_the_node(reg, calls):
+def test_fingerprint_change_reruns_the_node(reg, calls, tmp_path):
     ex = E.executor(reg, calls)
-    prompt = {"1": {"class_type": "Versioned", "inputs": {"name": "fp-test"}},
+    source = tmp_path / "version.txt"
+    source.write_text("1")
+    prompt = {"1": {"class_type": "Versioned", "inputs": {"path": str(source)}},
               "2": {"class_type": "Show", "inputs": {"value": ["1", 0]}}}
-    try:
-        run(ex, reg, prompt)
-        calls.clear()
-        run(ex, reg, prompt, prompt_id="same")
-        assert calls.ids() == []
-        E.Versioned.versions["fp-test"] = 5
-        outcome = run(ex, reg, prompt, prompt_id="changed")
-        assert calls.ids() == ["1", "2"] and outcome.outputs["2"] == {"values": [5]}
-    finally:
-        E.Versioned.versions.pop("fp-test", None)
+    run(ex, reg, prompt)
+    calls.clear()
+    run(ex, reg, prompt, prompt_id="same")
+    assert calls.ids() == []
+    source.write_text("5")
+    outcome = run(ex, reg, prompt, prompt_id="changed")
+    assert calls.ids() == ["1", "2"] and outcome.outputs["2"] == {"values": [5]}
+
+
+def test_failing_fingerprint_means_the_node_runs_and_reports_its_error(reg, calls, tmp_path):
+    prompt = {"1": {"class_type": "Versioned", "inputs": {"path": str(tmp_path / "missing.txt")}},
+              "2": {"class_type": "Show", "inputs": {"value": ["1", 0]}}}
+    outcome = run(E.executor(reg, calls), reg, prompt)
+    assert outcome.status == "error" and outcome.error["exception_type"] == "FileNotFoundError"
 
 
 def test_hidden_inputs_reach_the_node(reg, calls):

@@ -240,3 +240,36 @@ def test_faulty_input_declaration_is_exception_during_inner_validation():
     err = rejected({"1": {"class_type": "UsesFragile", "inputs": {"value": 1}}}, reg)
     error = only_error(err, "1")
     assert error["type"] == "exception_during_inner_validation" and "declaration bug" in error["details"]
+
+
+def test_seeded_malformed_prompts_only_ever_raise_prompt_error(reg):
+    import random
+
+    rng = random.Random(1234)
+    atoms = [None, True, 0, -1, 2**70, 1.5, float("nan"), float("inf"), "", "x", "fast", [], {}, ["1", 0],
+             ["1", 5], ["9", 0], [1, 0], ["1", "0"], ["1", 0.5], ["1", float("nan")], {"__value__": [1]},
+             {"__value__": {"a": 1}}, [["1", 0]], {"class_type": "Const"}]
+    classes = ["Const", "Add", "Show", "Pick", "Switch", "Range", "Sum", "Even", "Broken", "Nope", None, 5, ["x"]]
+    names = ["value", "a", "b", "number", "ratio", "mode", "label", "flag", "choose_a", "count", "values", 7]
+
+    def value(depth=0):
+        if depth < 2 and rng.random() < 0.2:
+            return {rng.choice(["inputs", "class_type", "_meta", "x"]): value(depth + 1)}
+        return rng.choice(atoms)
+
+    for _ in range(500):
+        prompt = {}
+        for node in range(rng.randint(0, 5)):
+            entry = {"class_type": rng.choice(classes), "inputs": {rng.choice(names): value() for _ in range(3)}}
+            if rng.random() < 0.1:
+                entry["inputs"] = value()
+            if rng.random() < 0.1:
+                entry["_meta"] = value()
+            prompt[str(node) if rng.random() < 0.95 else node] = entry if rng.random() < 0.95 else value()
+        targets = rng.choice([None, None, ["1"], ["x"], "1", [1]])
+        try:
+            validate_prompt(prompt, reg, partial_execution_targets=targets)
+        except PromptError as err:
+            assert err.error["type"] and isinstance(err.node_errors, dict)
+            import json
+            json.dumps(err.payload, allow_nan=True)  # the 400 body serialises
