@@ -228,7 +228,9 @@ async function boot() {
   if (!fixtures) api.connect();
 
   controller.changed();
+  editor.drawNow();
   document.body.classList.add('ready');
+  performance.mark('chisel-ready');
   window.chisel = { api, workspace, editor, controller, tracker, get defs() { return defs; } };
 }
 

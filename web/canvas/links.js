@@ -1,7 +1,8 @@
 // Link geometry: the path a link takes through its reroute points, in one of the link styles, and points
 // along it (for the midpoint marker and hit-testing).
 
-export const LinkStyle = Object.freeze({ SPLINE: 'spline', LINEAR: 'linear', STRAIGHT: 'straight', HIDDEN: 'hidden' });
+export const LinkStyle = Object.freeze({ SPLINE: 'spline', LINEAR: 'linear', STRAIGHT: 'straight', HIDDEN: 'hidden',
+  LINEAR_PLAIN: 'line' });
 
 /** Control points of one bezier segment from a (leaving rightwards) to b (arriving from the left). */
 export function bezier(a, b) {
@@ -18,7 +19,9 @@ export function bezierPoint([p0, p1, p2, p3], t) {
 /** Adds a path from a to b to a canvas path (ctx or Path2D), in the given style. */
 export function tracePath(path, a, b, style) {
   path.moveTo(a[0], a[1]);
-  if (style === LinkStyle.LINEAR) {
+  if (style === LinkStyle.LINEAR_PLAIN) {
+    path.lineTo(b[0], b[1]);
+  } else if (style === LinkStyle.LINEAR) {
     path.lineTo(a[0] + 15, a[1]);
     path.lineTo(b[0] - 15, b[1]);
     path.lineTo(b[0], b[1]);

@@ -160,8 +160,10 @@ function drawLinks(ctx, scene, view, detail) {
   const paths = new Map();
   const markers = new Map();
   let count = 0;
-  for (const link of scene.graph.links.values()) {
-    const pts = scene.frame.linkPoints(link);
+  const { graph, frame } = scene;
+  for (const link of graph.links.values()) {
+    if (!maybeVisible(link, graph, frame, view)) continue;
+    const pts = frame.linkPoints(link);
     if (!pts) continue;
     let shown = false;
     for (let i = 1; i < pts.length; i++) if (rectsOverlap(segmentBounds(pts[i - 1], pts[i]), view)) shown = true;
@@ -170,7 +172,9 @@ function drawLinks(ctx, scene, view, detail) {
     const color = slotColor(link.type);
     let path = paths.get(color);
     if (!path) paths.set(color, (path = new Path2D()));
-    for (let i = 1; i < pts.length; i++) tracePath(path, pts[i - 1], pts[i], style);
+    // far away a curve is not told from a line, and lines raster several times faster
+    const segStyle = detail === Detail.LOW ? LinkStyle.LINEAR_PLAIN : style;
+    for (let i = 1; i < pts.length; i++) tracePath(path, pts[i - 1], pts[i], segStyle);
     if (detail === Detail.FULL) {
       let m = markers.get(color);
       if (!m) markers.set(color, (m = new Path2D()));
@@ -196,6 +200,20 @@ function drawLinks(ctx, scene, view, detail) {
     ctx.fill(m);
   }
   return count;
+}
+
+/** Cheap rejection before a link's exact geometry is computed: its curve stays within its two nodes' outlines,
+ * its reroute points and a bulge margin. */
+function maybeVisible(link, graph, frame, view) {
+  if (link.parentId !== undefined) return true;
+  const a = graph.nodes.get(link.origin_id);
+  const b = graph.nodes.get(link.target_id);
+  if (!a || !b) return false;
+  const ra = frame.nodeRect(a);
+  const rb = frame.nodeRect(b);
+  const x0 = Math.min(ra[0], rb[0]) - 200, y0 = Math.min(ra[1], rb[1]) - 20;
+  const x1 = Math.max(ra[0] + ra[2], rb[0] + rb[2]) + 200, y1 = Math.max(ra[1] + ra[3], rb[1] + rb[3]) + 20;
+  return rectsOverlap([x0, y0, x1 - x0, y1 - y0], view);
 }
 
 /** Far zoom: node boxes and title bars only, batched by colour. */

@@ -1,6 +1,6 @@
 // The view transform, in ComfyUI's convention (extra.ds): screen = (graph + offset) * scale.
 
-export const MIN_SCALE = 0.1;
+export const MIN_SCALE = 0.02;
 export const MAX_SCALE = 10;
 
 export function makeViewport(ds) {
