@@ -45,14 +45,14 @@ async def view(request: web.Request) -> web.StreamResponse:
     if kind not in FOLDER_TYPES:
         raise bad_request("invalid_query_parameter", "Query parameter type must be output, input or temp",
                           f"type={kind[:40]!r}", parameter="type")
-    path = _resolve(state, kind, query.get("subfolder", ""), filename, field="filename")
-    if not path.is_file():
-        raise not_found("file_not_found", "No such file", f"{kind}/{_shown(query.get('subfolder', ''), filename)}")
     channel = query.get("channel", "rgba")
     if channel not in ("rgba", "rgb", "a"):
         raise bad_request("invalid_query_parameter", "Query parameter channel must be rgba, rgb or a",
                           f"channel={channel[:40]!r}", parameter="channel")
     preview = _preview_format(query.get("preview"), channel)
+    path = _resolve(state, kind, query.get("subfolder", ""), filename, field="filename")
+    if not path.is_file():
+        raise not_found("file_not_found", "No such file", f"{kind}/{_shown(query.get('subfolder', ''), filename)}")
     disposition = f'filename="{_header_safe(path.name)}"'
     if preview is None and channel == "rgba":
         return web.FileResponse(path, headers={"Content-Type": safe_content_type(path.name),
@@ -207,7 +207,7 @@ async def _read_upload_form(request: web.Request, state: AppState) -> dict[str, 
         raise bad_request("invalid_field", "Form field type must be input, temp or output", f"type={kind[:40]!r}",
                           field="type")
     try:
-        name = clean_file_name(Path(file_name.replace("\\", "/")).name, field="image")
+        name = clean_file_name(file_name, field="image")
         subfolder = clean_relative_name(fields.get("subfolder", ""), field="subfolder", allow_empty=True)
     except PathRefused as exc:
         raise _refused(exc) from None
@@ -359,7 +359,9 @@ def _safetensors_metadata(path: Path) -> dict[str, Any] | None:
 # ---- helpers ----------------------------------------------------------------------------------------------------
 def _resolve(state: AppState, kind: str, subfolder: str, filename: str, *, field: str) -> Path:
     try:
-        return resolve_inside(state.folders.directory(kind), subfolder or "", filename, field=field)
+        sub = clean_relative_name(subfolder or "", field="subfolder", allow_empty=True)
+        name = clean_relative_name(filename, field=field)
+        return resolve_inside(state.folders.directory(kind), sub, name, field=field)
     except PathRefused as exc:
         raise _refused(exc) from None
 

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from server.routes.errors import ApiError
 from server.routes.state import STATE
-from server.security import SESSION_COOKIE, host_allowed, origin_allowed, session_matches, token_matches
+from server.security import SESSION_COOKIE, PathRefused, host_allowed, origin_allowed, session_matches, token_matches
 
 log = logging.getLogger("chisel.server")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -33,6 +33,8 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     except ApiError as exc:
         return exc.response()
+    except PathRefused as exc:  # a path rule hit deep inside a handler: still the caller's input
+        return ApiError(400, "invalid_path", "The path is not allowed", str(exc), {"field": exc.field}).response()
     except web.HTTPRequestEntityTooLarge as exc:
         limit = request.app[STATE].config.max_upload_size
         return ApiError(413, "request_too_large", "The request body is too large",
