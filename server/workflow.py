@@ -218,7 +218,7 @@ def prompt_from_png(source: bytes | str | PathLike[str], registry: Registry) -> 
 # ---- parsing ------------------------------------------------------------------------------------------------------
 def _parse_graph(document: Mapping[str, Any], problems: list[NodeProblem], prefix: str = "") -> _Graph:
     nodes: dict[str, _Node] = {}
-    for raw in document.get("nodes") or []:
+    for raw in _items(document, "nodes", problems):
         node = _parse_node(raw, problems, prefix)
         if node is None:
             continue
@@ -227,16 +227,12 @@ def _parse_graph(document: Mapping[str, Any], problems: list[NodeProblem], prefi
             continue
         nodes[node.id] = node
     links: dict[str, _Link] = {}
-    raw_links = document.get("links") or []
-    if not isinstance(raw_links, list):
-        problems.append(NodeProblem(None, None, "invalid_link", "'links' is not a list"))
-        raw_links = []
-    for raw in raw_links:
+    for raw in _items(document, "links", problems):
         parsed = _parse_link(raw, problems, prefix)
         if parsed is not None:
             links[parsed[0]] = parsed[1]
     definitions = document.get("definitions")
-    definitions = (definitions.get("subgraphs") or []) if isinstance(definitions, Mapping) else []
+    definitions = _items(definitions, "subgraphs", problems) if isinstance(definitions, Mapping) else []
     subgraphs = {str(d["id"]): d for d in definitions if isinstance(d, Mapping) and "id" in d}
     return _Graph(nodes, links, subgraphs)
 
@@ -251,7 +247,7 @@ def _parse_node(raw: Any, problems: list[NodeProblem], prefix: str) -> _Node | N
         problems.append(NodeProblem(node_id, None, "invalid_node", "the node has no type"))
         return None
     inputs = []
-    for index, slot in enumerate(raw.get("inputs") or []):
+    for index, slot in enumerate(_items(raw, "inputs", problems, node_id, node_type)):
         if not isinstance(slot, Mapping):
             problems.append(NodeProblem(node_id, node_type, "invalid_node", f"input {index} is not an object"))
             continue
@@ -265,7 +261,8 @@ def _parse_node(raw: Any, problems: list[NodeProblem], prefix: str) -> _Node | N
                               link=None if link is None else prefix + str(link),
                               widget=str(widget["name"]) if isinstance(widget, Mapping) and "name" in widget
                               else None))
-    outputs = [str(o.get("type", "*")) if isinstance(o, Mapping) else "*" for o in raw.get("outputs") or []]
+    outputs = [str(o.get("type", "*")) if isinstance(o, Mapping) else "*"
+               for o in _items(raw, "outputs", problems, node_id, node_type)]
     mode = raw.get("mode", 0)
     named = raw.get("widgets_values_named")
     title = raw.get("title")
@@ -285,11 +282,26 @@ def _parse_link(raw: Any, problems: list[NodeProblem], prefix: str) -> tuple[str
         else:
             raise ValueError("not a link")
         link_id, origin, origin_slot, target, target_slot, link_type = fields
+        if int(origin_slot) < 0 or int(target_slot) < 0:
+            raise ValueError("negative slot")
         return prefix + str(link_id), _Link(_end(origin, prefix), int(origin_slot), _end(target, prefix),
                                             int(target_slot), str(link_type))
     except (KeyError, ValueError, TypeError):
         problems.append(NodeProblem(None, None, "invalid_link", f"malformed link {_show(raw)}"))
         return None
+
+
+def _items(container: Mapping[str, Any], key: str, problems: list[NodeProblem], node_id: str | None = None,
+           class_type: str | None = None) -> list[Any]:
+    """container[key] as a list ([] when absent or null); anything else is reported."""
+    value = container.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        kind = "invalid_link" if key == "links" else "invalid_node" if node_id else "invalid_workflow"
+        problems.append(NodeProblem(node_id, class_type, kind, f"{key!r} is a {type(value).__name__}, not a list"))
+        return []
+    return value
 
 
 def _end(node_id: Any, prefix: str) -> str:
@@ -325,7 +337,7 @@ def _expand_subgraphs(graph: _Graph, problems: list[NodeProblem]) -> _Graph:
 
 def _splice(instance: _Node, definition: Mapping[str, Any], inner: _Graph, links: dict[str, _Link]) -> list[_Node]:
     """Wire an instance's inner graph into `links` (in place) and return its inner nodes."""
-    names = [str(i.get("name", "")) for i in definition.get("inputs") or [] if isinstance(i, Mapping)]
+    names = [str(i.get("name", "")) for i in _items(definition, "inputs", []) if isinstance(i, Mapping)]
     inner_nodes = dict(inner.nodes)
     # Inner links that start at the subgraph's input node continue the outer link into the instance's input.
     for key, link in list(inner.links.items()):
@@ -675,7 +687,7 @@ def _ui_ids(api: Mapping[str, Any]) -> dict[str, int]:
 
 def _is_api_link(value: Any) -> bool:
     return (isinstance(value, list) and len(value) == 2 and isinstance(value[0], str)
-            and isinstance(value[1], (int, float)) and not isinstance(value[1], bool))
+            and isinstance(value[1], (int, float)) and not isinstance(value[1], bool) and 0 <= value[1] < 2 ** 31)
 
 
 def _unwrap(value: Any) -> Any:

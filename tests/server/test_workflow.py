@@ -6,6 +6,7 @@ is tested against the same schemas the real frontend sees in /object_info.
 
 import copy
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -344,3 +345,33 @@ def test_extension_virtual_nodes_set_get_links_and_labels_are_resolved(registry)
 
     registry.add(GetNode)
     assert convert_workflow(workflow, registry)["3"]["inputs"]["model"] == ["61", 0]
+
+
+def test_damaged_workflows_give_workflow_errors_or_prompts_never_crashes(registry):
+    junk = [None, 0, -1, 1.5, "x", "", [], {}, [1, 2], {"a": 1}, True, [None], "-10", 10 ** 30, float("nan")]
+
+    def damage(value, rng):
+        if isinstance(value, (dict, list)) and value:
+            key = rng.choice(list(value)) if isinstance(value, dict) else rng.randrange(len(value))
+            roll = rng.random()
+            if roll < 0.2:
+                del value[key]
+            elif roll < 0.5:
+                value[key] = rng.choice(junk)
+            else:
+                damage(value[key], rng)
+
+    rng = random.Random(1234)  # fixed seed: the same damaged files on every run
+    for path in sorted(FIXTURES.glob("*.json")):
+        original = json.loads(path.read_text())
+        for _ in range(60):
+            workflow = copy.deepcopy(original)
+            for _ in range(rng.randint(1, 4)):
+                damage(workflow, rng)
+            try:
+                prompt = convert_workflow(workflow, registry)
+            except WorkflowError:
+                continue
+            assert isinstance(prompt, dict)
+            if prompt:
+                api_to_workflow(prompt, registry)
