@@ -1,27 +1,16 @@
 """The core node classes a server registers (the app factory calls `core_nodes()`).
 
-Minimal version written by the server helper: the image and primitive nodes that exist so far, found in their
-modules in declaration order. The coordinator extends it with the diffusion nodes.
+Each node module ends with a `NODES` tuple naming its classes in menu order; this is the one list of those modules.
+The diffusion modules import torch and the model code, so they are imported when the catalog is asked for.
 """
 
 from __future__ import annotations
-
-from types import ModuleType
 
 from nodes.registry import Node
 
 
 def core_nodes() -> list[type[Node]]:
-    from nodes import image, primitives
+    from nodes import conditioning, image, latent, loaders, primitives, sampling
 
-    found: list[type[Node]] = []
-    for module in (image, primitives):
-        found.extend(_declared_nodes(module))
-    return found
-
-
-def _declared_nodes(module: ModuleType) -> list[type[Node]]:
-    """Node subclasses defined in `module` itself (not imported into it), in source order."""
-    return [value for value in vars(module).values()
-            if isinstance(value, type) and issubclass(value, Node) and value is not Node
-            and value.__module__ == module.__name__]
+    modules = (loaders, conditioning, sampling, latent, image, primitives)
+    return [node for module in modules for node in module.NODES]

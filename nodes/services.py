@@ -27,6 +27,10 @@ class Folders(Protocol):
         across every configured search path, sorted."""
         ...
 
+    def search_dirs(self, folder: str) -> Sequence[Path]:
+        """The directories searched for a model folder kind, in order (e.g. the embeddings folders)."""
+        ...
+
     def model_path(self, folder: str, name: str) -> Path:
         """The real path of a model file; raises a typed error naming the file and the folders searched."""
         ...

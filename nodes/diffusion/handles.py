@@ -16,9 +16,9 @@ from torch import nn
 
 from nodes.diffusion.families import ModelFamily, TextEncoderSlot
 from nodes.diffusion.model_sampling import DiscreteSampling
+from nodes.diffusion.previews import LatentToRGB
 from nodes.diffusion.tokenizer import ClipTokenizer
 
-LatentRGB = tuple[tuple[float, float, float], ...]  # one (r, g, b) row per latent channel, for cheap previews
 
 
 @dataclass(frozen=True, eq=False)
@@ -29,16 +29,18 @@ class Model:
     family      SD1 / SD2 / SDXL facts (latent scale, prediction, conditioning layout)
     sampling    the discrete noise table and prediction type the samplers use
     patches     weight patches (e.g. LoRA) applied while this handle samples, in order
-    latent_rgb  per-channel RGB factors for latent previews (None: no cheap preview)
+    latent_rgb  the linear latent -> RGB map for cheap previews (None: no previews)
     name        where it came from (a file name), for messages
+    owner       the loaded file object the weights belong to (keeps the manager's shared copy alive)
     """
 
     unet: nn.Module
     family: ModelFamily
     sampling: DiscreteSampling
     patches: tuple[Any, ...] = ()
-    latent_rgb: LatentRGB | None = None
+    latent_rgb: LatentToRGB | None = None
     name: str = ""
+    owner: Any = None  # the loaded file the weights came from: keeps the manager's shared copy alive
 
     def with_patches(self, *patches: Any) -> Model:
         return dataclasses.replace(self, patches=self.patches + tuple(patches))
@@ -66,6 +68,7 @@ class Clip:
     stop_at_clip_layer: int | None = None
     patches: tuple[Any, ...] = ()
     name: str = ""
+    owner: Any = None
 
     def with_layer(self, stop_at_clip_layer: int) -> Clip:
         return dataclasses.replace(self, stop_at_clip_layer=stop_at_clip_layer)
@@ -86,3 +89,25 @@ class Vae:
     latent_channels: int = 4
     downscale: int = 8
     name: str = ""
+    owner: Any = None
+
+
+def checkpoint_handles(loaded: Any, *, tokenizer: ClipTokenizer,
+                       latent_rgb: LatentToRGB | None) -> tuple[Model, Clip | None, Vae | None]:
+    """The MODEL, CLIP and VAE of a loaded checkpoint (nodes.diffusion.checkpoint.LoadedCheckpoint)."""
+    family = loaded.family
+    name = loaded.path.name
+    sampling = DiscreteSampling.linear(prediction=family.prediction, linear_start=family.linear_start,
+                                       linear_end=family.linear_end, timesteps=family.num_timesteps)
+    model = Model(unet=loaded.unet, family=family, sampling=sampling, latent_rgb=latent_rgb, name=name,
+                  owner=loaded)
+    encoders = tuple(TextEncoderHandle(te.slot, te.module) for te in loaded.text_encoders.values())
+    clip = Clip(encoders=encoders, tokenizer=tokenizer, family=family, name=name, owner=loaded) if encoders else None
+    vae = vae_handle(loaded.vae, name=name, owner=loaded) if loaded.vae is not None else None
+    return model, clip, vae
+
+
+def vae_handle(module: nn.Module, *, name: str, owner: Any) -> Vae:
+    config = module.config
+    return Vae(module=module, latent_channels=config.embed_dim, downscale=2 ** (len(config.ch_mult) - 1),
+               name=name, owner=owner)

@@ -1,0 +1,101 @@
+"""What a KSampler node does with a MODEL: the glue between handles, the model manager and sampling_pipeline.
+
+Latent format: LATENT values hold raw VAE latents; the UNet works on latents × the family's scale factor. As in
+ComfyUI, an all-zero latent (text-to-image) is passed through unscaled, so it stays zero.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from nodes.context import Preview
+from nodes.diffusion.families import sdxl_adm, sdxl_refiner_adm
+from nodes.diffusion.handles import Model
+from nodes.diffusion.noise import initial_noise
+from nodes.diffusion.patches import applied
+from nodes.diffusion.previews import PreviewThrottle, encode_preview
+from nodes.diffusion.samplers import SamplerStep
+from nodes.diffusion.sampling_pipeline import sample_latent
+from nodes.types import CondEntry, Conditioning, Latent
+
+ProgressFn = Callable[[int, int, Preview | None], None]
+
+
+@dataclass(frozen=True)
+class SamplingRequest:
+    """The settings of one sampling run (KSampler / KSamplerAdvanced widgets, already turned into sigmas)."""
+
+    seed: int
+    cfg: float
+    sampler_name: str
+    sigmas: Tensor
+    add_noise: bool = True
+
+
+@contextmanager
+def model_ready(models: Any, model: Model) -> Iterator[torch.device]:
+    """The UNet on the compute device with this handle's patches (LoRA) applied, for the duration of the block."""
+    with ExitStack() as stack:
+        device = stack.enter_context(models.on_device(model.unet)) if models is not None else torch.device("cpu")
+        stack.enter_context(applied(model.unet, model.patches))
+        yield device
+
+
+def extra_conds_for(model: Model) -> Callable[[CondEntry, Tensor], Mapping[str, Any]]:
+    """The family's extra UNet inputs per conditioning entry (SDXL's "y"); none for SD1/SD2."""
+    adm = model.family.adm
+    if adm == "none":
+        return lambda entry, latent: {}
+
+    def sdxl(entry: CondEntry, latent: Tensor) -> Mapping[str, Any]:
+        if entry.pooled is None:
+            raise ValueError("SDXL conditioning needs a pooled text embedding (use this model's CLIP)")
+        height, width = int(latent.shape[-2]) * 8, int(latent.shape[-1]) * 8
+        extra = entry.extra
+        sizes = {"height": int(extra.get("height", height)), "width": int(extra.get("width", width)),
+                 "crop_h": int(extra.get("crop_h", 0)), "crop_w": int(extra.get("crop_w", 0))}
+        pooled = entry.pooled.float()
+        if adm == "sdxl_refiner":
+            return {"y": sdxl_refiner_adm(pooled, **sizes, aesthetic_score=float(extra.get("aesthetic_score", 6.0)))}
+        return {"y": sdxl_adm(pooled, **sizes, target_height=int(extra.get("target_height", sizes["height"])),
+                              target_width=int(extra.get("target_width", sizes["width"])))}
+
+    return sdxl
+
+
+def sample(*, models: Any, model: Model, latent: Latent, positive: Conditioning, negative: Conditioning,
+           request: SamplingRequest, progress: ProgressFn, preview_max_size: int = 512,
+           previews: bool = True) -> Latent:
+    """Run one sampling pass; returns a new LATENT (noise mask and batch index kept)."""
+    samples = latent.samples
+    scale = model.family.latent_scale_factor
+    with torch.inference_mode(), model_ready(models, model) as device:
+        noise = (initial_noise(tuple(samples.shape), request.seed, batch_index=latent.batch_index)
+                 if request.add_noise else torch.zeros(samples.shape, dtype=torch.float32))
+        start = samples.to(device=device, dtype=torch.float32)
+        nonzero = bool(torch.count_nonzero(start))
+        if nonzero:
+            start = start * scale
+        total = max(len(request.sigmas) - 1, 0)
+        throttle = PreviewThrottle()
+        to_rgb = model.latent_rgb if previews else None
+
+        def on_step(step: SamplerStep) -> None:
+            preview = None
+            if to_rgb is not None and throttle.ready(step.index, step.total):
+                preview = encode_preview(to_rgb.image(step.denoised[0]), max_size=preview_max_size)
+            progress(step.index + 1, step.total or total, preview)
+
+        out = sample_latent(
+            apply_model=model.unet, sampling=model.sampling, latent=start, noise=noise,
+            sigmas=request.sigmas.to(device), positive=positive, negative=negative, cfg=request.cfg,
+            sampler_name=request.sampler_name, seed=request.seed, extra_conds=extra_conds_for(model),
+            denoise_mask=latent.noise_mask, callback=on_step)
+        # Always back to raw VAE space: a zero start latent has become a real sample.
+        return latent.replace(samples=out / scale)

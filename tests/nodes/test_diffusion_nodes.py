@@ -1,0 +1,234 @@
+"""The core diffusion nodes run as graphs through the real executor on a tiny random SD1-layout checkpoint:
+txt2img, img2img, inpaint, hires-fix, area composition, clip skip, and the cache's partial re-runs."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from nodes.context import RunContext
+from nodes.diffusion.memory import ModelManager
+from nodes.inputs import Link
+from nodes.registry import Node, Result
+from server.app import build_registry, build_services
+from server.cache import OutputCache, walk_sizeof
+from server.config import ServerConfig
+from server.events import EventRecorder
+from server.executor import Executor
+from server.graph import validate_prompt
+from server.paths import ServerFolders
+from tests.diffusion.tiny_checkpoint import write_tiny_sd1_checkpoint
+
+
+def _tensor_bytes(value):
+    if isinstance(value, torch.Tensor):
+        return value.nelement() * value.element_size(), 0
+    return None
+
+
+@dataclass
+class Engine:
+    config: ServerConfig
+    registry: object
+    executor: Executor
+    models: ModelManager
+    calls: dict
+
+    def run(self, prompt: dict, prompt_id: str = "p"):
+        events = EventRecorder()
+        outcome = self.executor.execute(validate_prompt(prompt, self.registry), prompt_id=prompt_id, events=events)
+        assert outcome.status == "success", outcome.error
+        return outcome, events
+
+    def image(self, outcome, node: str = "9", index: int = 0) -> Image.Image:
+        entry = outcome.outputs[node]["images"][index]
+        return Image.open(self.config.output_dir / entry["subfolder"] / entry["filename"])
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory) -> Engine:
+    base = tmp_path_factory.mktemp("chisel")
+    config = ServerConfig(base_dir=base, load_custom_nodes=False)
+    (config.models_dir / "checkpoints").mkdir(parents=True)
+    write_tiny_sd1_checkpoint(config.models_dir / "checkpoints" / "tiny.safetensors")
+    folders = ServerFolders.from_config(config)
+    folders.create_directories()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(config.input_dir / "photo.png")
+    mask = np.zeros((64, 64, 4), dtype=np.uint8)
+    mask[..., 3] = 255
+    mask[16:48, 16:48, 3] = 0  # transparent centre = the region to repaint
+    Image.fromarray(mask, "RGBA").save(config.input_dir / "mask.png")
+    registry, _ = build_registry(config, folders)
+    registry.add(LatentDifference, source="tests")
+    models = ModelManager(torch.device("cpu"))
+    services = build_services(config, folders, models=models)
+    cache = OutputCache(cpu_budget=1 << 30, gpu_budget=0, sizeof=walk_sizeof(_tensor_bytes))
+    executor = Executor(registry, cache, functools.partial(RunContext, services=services))
+    return Engine(config, registry, executor, models, {})
+
+
+def txt2img(seed: int = 1, *, text: str = "a red circle", width: int = 64, height: int = 64, batch: int = 1,
+            sampler: str = "euler", steps: int = 3) -> dict:
+    return {
+        "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny.safetensors"}},
+        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": text, "clip": ["4", 1]}},
+        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry", "clip": ["4", 1]}},
+        "5": {"class_type": "EmptyLatentImage", "inputs": {"width": width, "height": height, "batch_size": batch}},
+        "3": {"class_type": "KSampler", "inputs": {"seed": seed, "steps": steps, "cfg": 2.5, "sampler_name": sampler,
+                                                   "scheduler": "normal", "denoise": 1.0, "model": ["4", 0],
+                                                   "positive": ["6", 0], "negative": ["7", 0],
+                                                   "latent_image": ["5", 0]}},
+        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
+        "9": {"class_type": "SaveImage", "inputs": {"images": ["8", 0], "filename_prefix": "t"}},
+    }
+
+
+def pixels(image: Image.Image) -> np.ndarray:
+    return np.asarray(image.convert("RGB"), dtype=np.int16)
+
+
+def test_txt2img_writes_images_of_the_latent_size_with_progress_and_previews(engine):
+    outcome, events = engine.run(txt2img(width=96, height=64, batch=2))
+    images = outcome.outputs["9"]["images"]
+    assert len(images) == 2
+    assert engine.image(outcome).size == (96, 64)
+    progress = [i.data for i in events.items if i.event == "progress"]
+    assert [p["value"] for p in progress if p["node"] == "3"] == [1, 2, 3]
+    assert all(p["max"] == 3 for p in progress if p["node"] == "3")
+    previews = [i for i in events.items if i.kind == "preview"]
+    assert previews and previews[-1].data["node_id"] == "3"
+    assert Image.open(__import__("io").BytesIO(previews[-1].preview.data)).format == "JPEG"
+
+
+def test_same_seed_gives_identical_images_and_another_seed_differs(engine):
+    first, _ = engine.run(txt2img(seed=7))
+    second, _ = engine.run(txt2img(seed=7, text="a red circle "))  # new text key: re-encodes and re-samples
+    other, _ = engine.run(txt2img(seed=8))
+    assert np.array_equal(pixels(engine.image(first)), pixels(engine.image(second)))
+    assert not np.array_equal(pixels(engine.image(first)), pixels(engine.image(other)))
+
+
+def test_requeueing_runs_nothing_and_a_new_seed_reruns_only_the_sampler_and_below(engine):
+    engine.run(txt2img(seed=11))
+    again, _ = engine.run(txt2img(seed=11))
+    assert again.executed == ()
+    changed, _ = engine.run(txt2img(seed=12))
+    assert set(changed.executed) == {"3", "8", "9"}
+    assert engine.models.loads == 1  # the checkpoint file was read once for the whole module
+
+
+def test_every_sampler_runs_a_full_graph(engine):
+    from nodes.diffusion.samplers import SAMPLER_NAMES
+
+    for name in SAMPLER_NAMES:
+        outcome, _ = engine.run(txt2img(seed=3, sampler=name, steps=2))
+        image = pixels(engine.image(outcome))
+        assert image.shape == (64, 64, 3), name
+
+
+def test_img2img_with_low_denoise_stays_close_to_the_input(engine):
+    prompt = txt2img(seed=5, steps=4)
+    prompt["10"] = {"class_type": "LoadImage", "inputs": {"image": "photo.png"}}
+    prompt["11"] = {"class_type": "VAEEncode", "inputs": {"pixels": ["10", 0], "vae": ["4", 2]}}
+    prompt["3"]["inputs"]["latent_image"] = ["11", 0]
+    prompt["12"] = {"class_type": "VAEDecode", "inputs": {"samples": ["11", 0], "vae": ["4", 2]}}
+    prompt["13"] = {"class_type": "SaveImage", "inputs": {"images": ["12", 0], "filename_prefix": "roundtrip"}}
+    prompt["3"]["inputs"]["denoise"] = 0.2
+    low, _ = engine.run(prompt)
+    prompt["3"]["inputs"]["denoise"] = 1.0
+    full, _ = engine.run(prompt)
+    reference = pixels(engine.image(low, "13"))
+    near = np.abs(pixels(engine.image(low)) - reference).mean()
+    far = np.abs(pixels(engine.image(full)) - reference).mean()
+    assert near < far
+
+
+class LatentDifference(Node):
+    """Test-only output node: mean |a - b| of two latents inside and outside the 16..48 px square."""
+
+    output_node = True
+    a = Link("LATENT")
+    b = Link("LATENT")
+
+    @classmethod
+    def run(cls, ctx, a, b):
+        diff = (a.samples - b.samples).abs().mean(dim=(0, 1))  # (h, w) latent pixels
+        inside = torch.zeros_like(diff, dtype=torch.bool)
+        inside[2:6, 2:6] = True
+        return Result(ui={"inside": [float(diff[inside].mean())], "outside": [float(diff[~inside].mean())]})
+
+
+def test_inpaint_resamples_only_the_masked_latent(engine):
+    prompt = txt2img(seed=9, steps=3)
+    prompt["10"] = {"class_type": "LoadImage", "inputs": {"image": "photo.png"}}
+    prompt["14"] = {"class_type": "LoadImage", "inputs": {"image": "mask.png"}}
+    prompt["11"] = {"class_type": "VAEEncode", "inputs": {"pixels": ["10", 0], "vae": ["4", 2]}}
+    prompt["15"] = {"class_type": "SetLatentNoiseMask", "inputs": {"samples": ["11", 0], "mask": ["14", 1]}}
+    prompt["3"]["inputs"]["latent_image"] = ["15", 0]
+    prompt["16"] = {"class_type": "LatentDifference", "inputs": {"a": ["3", 0], "b": ["11", 0]}}
+    outcome, _ = engine.run(prompt)
+    stats = outcome.outputs["16"]
+    assert stats["outside"][0] < 1e-6 < 0.05 < stats["inside"][0]
+    assert engine.image(outcome).size == (64, 64)
+
+
+def test_vae_encode_for_inpaint_marks_the_grown_mask_as_noise_mask(engine):
+    prompt = txt2img(seed=9, steps=2)
+    prompt["10"] = {"class_type": "LoadImage", "inputs": {"image": "photo.png"}}
+    prompt["14"] = {"class_type": "LoadImage", "inputs": {"image": "mask.png"}}
+    prompt["11"] = {"class_type": "VAEEncodeForInpaint", "inputs": {"pixels": ["10", 0], "vae": ["4", 2],
+                                                                   "mask": ["14", 1], "grow_mask_by": 6}}
+    prompt["3"]["inputs"]["latent_image"] = ["11", 0]
+    outcome, _ = engine.run(prompt)
+    assert engine.image(outcome).size == (64, 64)
+
+
+def test_hires_fix_second_pass_doubles_the_size(engine):
+    prompt = txt2img(seed=2, steps=2)
+    prompt["10"] = {"class_type": "LatentUpscaleBy", "inputs": {"samples": ["3", 0], "upscale_method": "bislerp",
+                                                                "scale_by": 2.0}}
+    prompt["11"] = {"class_type": "KSampler", "inputs": {**prompt["3"]["inputs"], "latent_image": ["10", 0],
+                                                         "denoise": 0.5}}
+    prompt["8"]["inputs"]["samples"] = ["11", 0]
+    outcome, _ = engine.run(prompt)
+    assert engine.image(outcome).size == (128, 128)
+
+
+def test_area_composition_changes_only_its_region(engine):
+    base = txt2img(seed=4, steps=3, width=128, height=64, text="a blue sky")
+    plain, _ = engine.run(base)
+    composed = txt2img(seed=4, steps=3, width=128, height=64, text="a blue sky")
+    composed["20"] = {"class_type": "CLIPTextEncode", "inputs": {"text": "a green square", "clip": ["4", 1]}}
+    composed["21"] = {"class_type": "ConditioningSetArea", "inputs": {"conditioning": ["20", 0], "width": 64,
+                                                                      "height": 64, "x": 64, "y": 0,
+                                                                      "strength": 1.0}}
+    composed["22"] = {"class_type": "ConditioningCombine", "inputs": {"conditioning_1": ["6", 0],
+                                                                      "conditioning_2": ["21", 0]}}
+    composed["3"]["inputs"]["positive"] = ["22", 0]
+    area, _ = engine.run(composed)
+    diff = np.abs(pixels(engine.image(area)) - pixels(engine.image(plain))).mean(axis=2)
+    assert diff[:, 80:].mean() > diff[:, :48].mean()
+
+
+def test_clip_set_last_layer_changes_the_conditioning(engine):
+    prompt = txt2img(seed=6, steps=2)
+    first, _ = engine.run(prompt)
+    prompt["30"] = {"class_type": "CLIPSetLastLayer", "inputs": {"clip": ["4", 1], "stop_at_clip_layer": -2}}
+    prompt["6"]["inputs"]["clip"] = ["30", 0]
+    second, _ = engine.run(prompt)
+    assert not np.array_equal(pixels(engine.image(first)), pixels(engine.image(second)))
+
+
+def test_a_missing_checkpoint_fails_the_prompt_naming_the_file_and_folder(engine):
+    prompt = txt2img()
+    prompt["4"]["inputs"]["ckpt_name"] = "nope.safetensors"
+    with pytest.raises(Exception) as err:
+        validate_prompt(prompt, engine.registry)
+    assert "nope.safetensors" in str(err.value.__dict__) or "nope.safetensors" in str(err.value)
