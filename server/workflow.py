@@ -44,6 +44,7 @@ EXTENSION_VIRTUAL_NODES: Mapping[str, VirtualRole] = {
 }
 CONTROL_VALUES = frozenset({"fixed", "increment", "decrement", "randomize", "increment-wrap"})
 LEGACY_SEED_NAMES = frozenset({"seed", "noise_seed"})  # the 2023 frontend gave these a control without a flag
+GROUP_NODE_PREFIXES = ("workflow>", "workflow/")  # legacy group nodes (extra.groupNodes), not expanded here
 SUBGRAPH_INPUT = "-10"  # the id of a subgraph's input node in its inner links
 SUBGRAPH_OUTPUT = "-20"
 MAX_SUBGRAPH_DEPTH = 16
@@ -92,6 +93,7 @@ _KIND_MESSAGES = {
     "invalid_widgets_values": "Malformed widget values",
     "link_cycle": "Links form a cycle through reroutes or bypassed nodes",
     "invalid_subgraph": "Malformed subgraph",
+    "unsupported_group_node": "Legacy group nodes are not supported",
 }
 
 
@@ -168,6 +170,10 @@ def convert_workflow(workflow: Mapping[str, Any], registry: Registry) -> dict[st
         if node.type in graph.roles or node.mode in (MODE_MUTED, MODE_BYPASS):
             continue
         spec = registry.get(node.type)
+        if spec is None and node.type.startswith(GROUP_NODE_PREFIXES):
+            problems.append(NodeProblem(node.id, node.type, "unsupported_group_node",
+                                        "a legacy group node: convert it to a subgraph or ungroup it in the editor"))
+            continue
         inputs = _widget_inputs(node, registry, problems)
         for slot in node.inputs:
             if slot.link is None:
@@ -339,13 +345,20 @@ def _splice(instance: _Node, definition: Mapping[str, Any], inner: _Graph, links
     """Wire an instance's inner graph into `links` (in place) and return its inner nodes."""
     names = [str(i.get("name", "")) for i in _items(definition, "inputs", []) if isinstance(i, Mapping)]
     inner_nodes = dict(inner.nodes)
+    promoted = _promoted_widget_values(instance)
     # Inner links that start at the subgraph's input node continue the outer link into the instance's input.
     for key, link in list(inner.links.items()):
         if link.origin != SUBGRAPH_INPUT:
             continue
         outer = links.get(_instance_input_link(instance, names, link.origin_slot) or "")
+        name = names[link.origin_slot] if link.origin_slot < len(names) else None
         if outer is not None:
             inner.links[key] = replace(link, origin=outer.origin, origin_slot=outer.origin_slot)
+        elif name in promoted:  # a widget shown on the instance: its value feeds the inner input like a primitive
+            holder = _Node(id=f"{instance.id}:input:{name}", type="PrimitiveNode", mode=0, title=None, inputs=[],
+                           output_types=[link.type], widgets_values=[promoted[name]], widgets_values_named=None)
+            inner_nodes[holder.id] = holder
+            inner.links[key] = replace(link, origin=holder.id, origin_slot=0)
         else:  # unconnected subgraph input: the inner node keeps its own widget value
             del inner.links[key]
             target = inner_nodes.get(link.target)
@@ -362,6 +375,18 @@ def _splice(instance: _Node, definition: Mapping[str, Any], inner: _Graph, links
                 links[key] = replace(link, origin=feed.origin, origin_slot=feed.origin_slot)
     links.update({key: link for key, link in inner.links.items() if link.target != SUBGRAPH_OUTPUT})
     return list(inner_nodes.values())
+
+
+def _promoted_widget_values(instance: _Node) -> dict[str, Any]:
+    """Values of the widgets an instance shows for its subgraph inputs (one per input marked as a widget), when
+    the instance stores one value per such input."""
+    widget_inputs = [slot.key for slot in instance.inputs if slot.widget]
+    values = instance.widgets_values
+    if isinstance(values, Mapping):
+        return {name: values[name] for name in widget_inputs if name in values}
+    if isinstance(values, list) and widget_inputs and len(values) == len(widget_inputs):
+        return dict(zip(widget_inputs, values))
+    return {}
 
 
 def _instance_input_link(instance: _Node, names: Sequence[str], slot: int) -> str | None:

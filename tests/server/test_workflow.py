@@ -375,3 +375,30 @@ def test_damaged_workflows_give_workflow_errors_or_prompts_never_crashes(registr
             assert isinstance(prompt, dict)
             if prompt:
                 api_to_workflow(prompt, registry)
+
+
+def test_legacy_group_nodes_are_refused_with_a_clear_reason(registry):
+    workflow = load("default_graph")
+    workflow["nodes"].append({"id": 70, "type": "workflow>Upscale", "mode": 0, "inputs": [], "outputs": []})
+    workflow["extra"]["groupNodes"] = {"Upscale": {"nodes": [], "links": []}}
+    with pytest.raises(WorkflowError) as err:
+        convert_workflow(workflow, registry)
+    assert err.value.to_response()["node_errors"]["70"]["errors"][0]["type"] == "unsupported_group_node"
+
+
+def test_a_widget_promoted_onto_a_subgraph_instance_feeds_its_inner_input(registry):
+    workflow = load("subgraph")
+    definition = workflow["definitions"]["subgraphs"][0]
+    definition["inputs"].append({"id": "a4", "name": "seed", "type": "INT", "linkIds": [105]})
+    definition["links"].append({"id": 105, "origin_id": -10, "origin_slot": 3, "target_id": 3, "target_slot": 4,
+                                "type": "INT"})
+    sampler = next(n for n in definition["nodes"] if n["id"] == 3)
+    next(s for s in sampler["inputs"] if s["name"] == "seed")["link"] = 105
+    instance = next(n for n in workflow["nodes"] if n["id"] == 40)
+    instance["inputs"].append({"name": "seed", "type": "INT", "widget": {"name": "seed"}, "link": None})
+    instance["widgets_values"] = [777]
+    prompt = convert_workflow(workflow, registry)
+    assert prompt["40:3"]["inputs"]["seed"] == 777
+    assert set(prompt) == {"4", "5", "40:3", "40:6", "40:7", "8", "9"}
+    instance["widgets_values"] = []  # no promoted value stored: the inner widget keeps its own
+    assert convert_workflow(workflow, registry)["40:3"]["inputs"]["seed"] == 156680208700286
