@@ -125,9 +125,11 @@ class NodeSpec:
     search_aliases: tuple[str, ...] = ()
     raw_input_types: Callable[[], Mapping[str, Any]] | None = None  # legacy nodes: INPUT_TYPES served verbatim
     _by_name: Mapping[str, Input] = field(default_factory=dict, repr=False)
+    _lazy: frozenset[str] = field(default=frozenset(), repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_by_name", {i.name: i for i in self.inputs})
+        object.__setattr__(self, "_lazy", frozenset(i.name for i in self.inputs if i.lazy))
 
     def input(self, name: str) -> Input | None:
         return self._by_name.get(name)
@@ -138,7 +140,7 @@ class NodeSpec:
 
     @property
     def lazy_inputs(self) -> frozenset[str]:
-        return frozenset(i.name for i in self.inputs if i.lazy)
+        return self._lazy
 
     def info(self, choices: Callable[[Input], Sequence[str] | None]) -> dict[str, Any]:
         """The `/object_info` entry, in ComfyUI's format. `choices` resolves combo lists (e.g. model files)."""
