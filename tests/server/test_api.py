@@ -41,7 +41,10 @@ async def test_every_read_route_answers_bare_and_under_api(client, path):
     prefixed = await client.get("/api" + path)
     assert bare.status == 200, await bare.text()
     assert prefixed.status == 200
-    assert await bare.json() == await prefixed.json()
+    bare_body, prefixed_body = await bare.json(), await prefixed.json()
+    if path == "/system_stats":  # free memory moves between two calls: compare the shape
+        bare_body, prefixed_body = sorted(bare_body["system"]), sorted(prefixed_body["system"])
+    assert bare_body == prefixed_body
 
 
 async def test_websocket_answers_under_api_too(client):
