@@ -1,0 +1,102 @@
+"""Stage 1: train the autoencoder (SD's AutoencoderKL layout, narrower) on freshly rendered scenes.
+
+Loss: L1 + squared error per pixel plus a small KL term per latent element (Kingma & Welling 2014); no adversarial
+or perceptual term, which flat-coloured shapes do not need.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from nodes.diffusion.vae import AutoencoderKL
+from train.config import RunConfig
+from train.loop import LossLog, images_to_tensor, lr_at, step_generator, step_rng
+from train.scenes import render, sample_scene, split_combos
+from train.state import load_state, optimizer_tensors, prefixed, restore_optimizer, save_state, unprefixed
+
+STAGE = 1
+PROBE_STAGE = 101
+
+
+def vae_batch(config: RunConfig, rng, batch: int) -> torch.Tensor:
+    """A batch of images, [B, 3, H, W] in [-1, 1], rendered from training combos."""
+    combos = split_combos("train")
+    scenes = [sample_scene(rng, combos) for _ in range(batch)]
+    return images_to_tensor([render(s, config.arch.image_size) for s in scenes])
+
+
+def vae_loss(vae: AutoencoderKL, x: torch.Tensor, generator: torch.Generator, kl_weight: float) -> dict[str, torch.Tensor]:
+    mean, logvar = vae.encode(x)
+    z = mean + (0.5 * logvar).exp() * torch.randn(mean.shape, generator=generator)  # reparameterised posterior draw
+    recon = vae.decode(z)
+    l1 = (recon - x).abs().mean()
+    l2 = (recon - x).pow(2).mean()
+    kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).mean()
+    return {"loss": l1 + l2 + kl_weight * kl, "l1": l1, "l2": l2, "kl": kl}
+
+
+def psnr(vae: AutoencoderKL, x: torch.Tensor) -> float:
+    """Reconstruction PSNR (posterior mean) in dB for images in [-1, 1] (peak-to-peak 2)."""
+    with torch.no_grad():
+        recon = vae.decode(vae.encode(x)[0]).clamp(-1, 1)
+    mse = float((recon - x).pow(2).mean())
+    return 10 * torch.log10(torch.tensor(4.0 / mse)).item()
+
+
+def train_vae(run_dir: Path, config: RunConfig) -> AutoencoderKL:
+    """Train (or resume, or just load) the run's autoencoder; returns it in eval mode."""
+    out_dir = run_dir / "vae"
+    final = out_dir / "final.safetensors"
+    torch.manual_seed(config.seed)
+    vae = AutoencoderKL(config.arch.vae())
+    if final.exists():
+        vae.load_state_dict(load_file(str(final)))
+        return vae.eval()
+
+    sched = config.vae
+    opt = torch.optim.AdamW(vae.parameters(), lr=sched.lr, betas=(0.9, 0.99), weight_decay=0.0)
+    start = 0
+    saved = load_state(out_dir / "state")
+    if saved is not None:
+        tensors, meta = saved
+        vae.load_state_dict(unprefixed("model.", tensors))
+        restore_optimizer("opt.", opt, tensors, meta["optimizer"])
+        start = meta["step"]
+    log = LossLog(out_dir / "loss.csv", ["loss", "l1", "l2", "kl", "lr", "seconds", "cpu_seconds"], resume_step=start)
+    probe = vae_batch(config, step_rng(config.seed, PROBE_STAGE, 0), 32)  # a fixed set for PSNR along the way
+    clock, cpu_clock = time.perf_counter(), time.process_time()
+    elapsed0 = saved[1]["seconds"] if saved is not None else 0.0
+    cpu0 = saved[1].get("cpu_seconds", 0.0) if saved is not None else 0.0
+
+    bar = tqdm(range(start, sched.steps), initial=start, total=sched.steps, desc="vae", mininterval=10, ascii=True)
+    for step in bar:
+        lr = lr_at(step, base=sched.lr, warmup=sched.warmup, total=sched.steps)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        x = vae_batch(config, step_rng(config.seed, STAGE, step), sched.batch)
+        parts = vae_loss(vae, x, step_generator(config.seed, STAGE, step), sched.kl_weight)
+        opt.zero_grad(set_to_none=True)
+        parts["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        seconds = elapsed0 + time.perf_counter() - clock
+        if step % 10 == 0:
+            values = {k: float(v.detach()) for k, v in parts.items()}
+            log.write(step, {**values, "lr": lr, "seconds": seconds, "cpu_seconds": cpu0 + time.process_time() - cpu_clock})
+            bar.set_postfix(loss=f"{float(parts['loss']):.4f}")
+        done = step + 1
+        if done % sched.checkpoint_every == 0 or done == sched.steps:
+            tensors, opt_meta = optimizer_tensors("opt.", opt)
+            save_state(out_dir / "state", {**prefixed("model.", vae), **tensors},
+                       {"step": done, "seconds": seconds, "cpu_seconds": cpu0 + time.process_time() - cpu_clock,
+                        "optimizer": opt_meta})
+            tqdm.write(f"vae step {done}: probe PSNR {psnr(vae.eval(), probe):.2f} dB, {seconds / 60:.1f} min")
+            vae.train()
+    vae.eval()
+    save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, str(final))
+    return vae
