@@ -2,9 +2,9 @@
 // opening workflows, uploads, drag-and-drop, the websocket's execution events and reconnects.
 
 import { Mode, normId } from '../graph/model.js';
-import { getWidgetValue, setWidgetValue, WidgetKind } from '../graph/schema.js';
+import { getWidgetValue, setWidgetValue, WidgetKind, widgetsOf } from '../graph/schema.js';
 import { graphFromApiPrompt } from '../graph/serialize.js';
-import { computeSize, nodeTitle } from '../canvas/layout.js';
+import { computeSize, minSize, nodeTitle } from '../canvas/layout.js';
 import { toGraph } from '../canvas/viewport.js';
 import { showHelp } from '../panels/help.js';
 import { showSettings } from '../panels/settings.js';
@@ -22,6 +22,8 @@ function download(name, text) {
   a.click();
   setTimeout(() => URL.revokeObjectURL(a.href), 1000);
 }
+
+const OUTPUT_IMAGE_H = 256;
 
 const safeName = (name) => name.replace(/[\\/:*?"<>|]+/g, '_').replace(/\.json$/i, '').trim();
 
@@ -212,7 +214,20 @@ export function createController(deps) {
     document.title = `[${Math.round((p.overall ?? p.nodeFraction) * 100)}%] ${doc()?.name ?? ''} - Chisel`;
   }
 
+  /** A node that got result images grows to show them (ComfyUI does the same); not an undo step. */
+  function fitOutputs(d, nodeId) {
+    const node = d.graph.getNode(nodeId);
+    if (!node) return;
+    const widgets = widgetsOf(node, d.defs, d.graph);
+    const need = minSize(node, widgets)[1] + OUTPUT_IMAGE_H;
+    if (node.size[1] >= need && node.size[0] >= OUTPUT_IMAGE_H) return;
+    node.size[1] = Math.max(node.size[1], need);
+    node.size[0] = Math.max(node.size[0], OUTPUT_IMAGE_H);
+    d.absorb();
+  }
+
   function onExecution(kind, detail) {
+    if (kind === 'output') fitOutputs(detail.doc, detail.nodeId);
     if (kind === 'queue') ui.runBar.setQueue(detail.queueRemaining);
     if (kind === 'error') {
       ui.errors.showExecution(detail, detail.doc);

@@ -50,6 +50,13 @@ export class WorkflowDoc {
     return this.history.record(this.snapshot());
   }
 
+  /** Takes a change that is not an edit of its own (a node grown to show its results) into the current state. */
+  absorb() {
+    const wasSaved = !this.modified;
+    this.history.current = this.snapshot();
+    if (wasSaved) this.savedSnapshot = this.history.current;
+  }
+
   undo() {
     return this.restore(this.history.undo());
   }

@@ -90,7 +90,10 @@ export function createExecutionTracker({ docs, active, onChange = () => {}, crea
         const node = normId(data.display_node ?? data.node);
         const images = data.output?.images ?? data.output?.gifs ?? [];
         info?.done.add(String(node));
-        if (doc && images.length) doc.exec.outputs.set(node, images);
+        if (doc && images.length) {
+          doc.exec.outputs.set(node, images);
+          onChange('output', { doc, nodeId: node });
+        }
         if (doc && doc.exec.previews.has(node)) { revokeUrl?.(doc.exec.previews.get(node)); doc.exec.previews.delete(node); }
         break;
       }

@@ -38,7 +38,7 @@ export function visibleRect(vp, width, height) {
 export function fitRect(vp, rect, width, height, margin = 40) {
   const [x, y, w, h] = rect;
   const scale = Math.min(MAX_SCALE, Math.max(MIN_SCALE,
-    Math.min((width - 2 * margin) / Math.max(w, 1), (height - 2 * margin) / Math.max(h, 1), 1.5)));
+    Math.min((width - 2 * margin) / Math.max(w, 1), (height - 2 * margin) / Math.max(h, 1), 1)));
   vp.scale = scale;
   vp.offset[0] = (width / scale - w) / 2 - x;
   vp.offset[1] = (height / scale - h) / 2 - y;

@@ -84,7 +84,11 @@ export function createSearchBox(container, getDefs) {
     else if (e.key === 'Enter') { pick(active); e.preventDefault(); }
     else if (e.key === 'Escape') cancel();
   });
-  input.addEventListener('blur', () => setTimeout(() => { if (state) cancel(); }, 120));
+  input.addEventListener('blur', () => {
+    const opened = state;
+    // a click on a result blurs the input first; only a blur that leaves this same search open cancels it
+    setTimeout(() => { if (state && state === opened && document.activeElement !== input) cancel(); }, 120);
+  });
 
   return { open, close: cancel, get isOpen() { return state !== null; } };
 }

@@ -81,6 +81,10 @@ export function drawWidget(ctx, node, rect, state) {
   }
   ctx.fillStyle = theme.widgetText;
   ctx.fillText(state.fit(shown, valueRoom), x + w - pad, cy);
+  if (widget.options?.display === 'color') {
+    ctx.fillStyle = `#${(Number(value) >>> 0).toString(16).padStart(6, '0').slice(-6)}`;
+    ctx.fillRect(x + w - pad - state.measure(shown) - 22, cy - 5, 14, 10);
+  }
 }
 
 function drawMultiline(ctx, text, rect, state, widget) {
