@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from nodes.diffusion.handles import Clip
-from nodes.diffusion.patches import applied
+from nodes.diffusion.patches import applied_to_clip
 from nodes.diffusion.text_encode import encode_text, folder_embedding_lookup
 from nodes.inputs import MAX_RESOLUTION, Combo, Float, Int, Link, String
 from nodes.registry import Node, Output
@@ -26,8 +26,7 @@ def encode_prompt(ctx: Any, clip: Clip, text: str) -> Conditioning:
     with torch.inference_mode(), ExitStack() as stack:
         if models is not None:
             stack.enter_context(models.on_device(*clip.modules))
-        for handle in clip.encoders:
-            stack.enter_context(applied(handle.module, clip.patches))
+        stack.enter_context(applied_to_clip(clip))
         encoded = encode_text(text, encoders=[(e.slot, e.module) for e in clip.encoders], tokenizer=clip.tokenizer,
                               stop_at_clip_layer=clip.stop_at_clip_layer, embedding_lookup=lookup)
     return Conditioning((CondEntry(cross_attn=encoded.cond, pooled=encoded.pooled),))

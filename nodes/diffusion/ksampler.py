@@ -18,7 +18,7 @@ from nodes.context import Preview
 from nodes.diffusion.families import sdxl_adm, sdxl_refiner_adm
 from nodes.diffusion.handles import Model
 from nodes.diffusion.noise import initial_noise
-from nodes.diffusion.patches import applied
+from nodes.diffusion.patches import applied_to_model
 from nodes.diffusion.previews import PreviewThrottle, encode_preview
 from nodes.diffusion.samplers import SamplerStep
 from nodes.diffusion.sampling_pipeline import sample_latent
@@ -43,7 +43,7 @@ def model_ready(models: Any, model: Model) -> Iterator[torch.device]:
     """The UNet on the compute device with this handle's patches (LoRA) applied, for the duration of the block."""
     with ExitStack() as stack:
         device = stack.enter_context(models.on_device(model.unet)) if models is not None else torch.device("cpu")
-        stack.enter_context(applied(model.unet, model.patches))
+        stack.enter_context(applied_to_model(model))
         yield device
 
 

@@ -232,3 +232,38 @@ def test_a_missing_checkpoint_fails_the_prompt_naming_the_file_and_folder(engine
     with pytest.raises(Exception) as err:
         validate_prompt(prompt, engine.registry)
     assert "nope.safetensors" in str(err.value.__dict__) or "nope.safetensors" in str(err.value)
+
+
+def test_lora_loader_changes_the_image_and_strength_zero_does_not(engine):
+    from safetensors.torch import save_file
+
+    generator = torch.Generator().manual_seed(0)
+    tensors = {}
+    for key, width in (("lora_unet_input_blocks_1_1_transformer_blocks_0_attn1_to_q", 32),
+                       ("lora_te_text_model_encoder_layers_0_self_attn_q_proj", 32)):
+        tensors[f"{key}.lora_down.weight"] = torch.randn((4, width), generator=generator)
+        tensors[f"{key}.lora_up.weight"] = torch.randn((width, 4), generator=generator)
+        tensors[f"{key}.alpha"] = torch.tensor(4.0)
+    loras = engine.config.models_dir / "loras"
+    loras.mkdir(exist_ok=True)
+    save_file(tensors, str(loras / "test_lora.safetensors"))
+
+    def with_lora(strength: float) -> dict:
+        prompt = txt2img(seed=21, steps=2)
+        prompt["40"] = {"class_type": "LoraLoader", "inputs": {"model": ["4", 0], "clip": ["4", 1],
+                                                               "lora_name": "test_lora.safetensors",
+                                                               "strength_model": strength, "strength_clip": strength}}
+        prompt["3"]["inputs"]["model"] = ["40", 0]
+        prompt["6"]["inputs"]["clip"] = ["40", 1]
+        prompt["7"]["inputs"]["clip"] = ["40", 1]
+        return prompt
+
+    plain, _ = engine.run(txt2img(seed=21, steps=2))
+    zero, _ = engine.run(with_lora(0.0))
+    strong, _ = engine.run(with_lora(1.0))
+    assert np.array_equal(pixels(engine.image(plain)), pixels(engine.image(zero)))
+    assert not np.array_equal(pixels(engine.image(plain)), pixels(engine.image(strong)))
+    # Re-run the base graph without the cache (a new text key, same tokens): the shared weights were restored.
+    again, _ = engine.run(txt2img(seed=21, steps=2, text="a red circle  "))
+    assert "3" in again.executed
+    assert np.array_equal(pixels(engine.image(plain)), pixels(engine.image(again)))
