@@ -33,6 +33,8 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     except ApiError as exc:
         return exc.response()
+    except RecursionError:  # a document nested deeper than the code that walks it (JSON limits it to ~1,000)
+        return ApiError(400, "input_too_deep", "The request nests too deeply", "").response()
     except PathRefused as exc:  # a path rule hit deep inside a handler: still the caller's input
         return ApiError(400, "invalid_path", "The path is not allowed", str(exc), {"field": exc.field}).response()
     except web.HTTPRequestEntityTooLarge as exc:

@@ -344,3 +344,75 @@ def _state(client):
     from server.routes.state import STATE
 
     return client.app[STATE]
+
+
+def _preview_node():
+    """A test node that reports two progress steps, each with a JPEG preview."""
+    import io as _io
+
+    from PIL import Image as _Image
+
+    from nodes.context import Preview
+    from nodes.inputs import Link
+    from nodes.registry import Node, Output
+
+    buffer = _io.BytesIO()
+    _Image.new("RGB", (4, 4), (255, 0, 0)).save(buffer, format="JPEG")
+    jpeg = buffer.getvalue()
+
+    class TestPreviewer(Node):
+        image = Link("IMAGE")
+        outputs = (Output("IMAGE"),)
+
+        @classmethod
+        def run(cls, ctx, image):
+            for step in (1, 2):
+                ctx.progress(step, 2, Preview(jpeg, "JPEG"))
+            return (image,)
+
+    return TestPreviewer, jpeg
+
+
+@pytest.mark.parametrize("negotiated", [True, False])
+async def test_previews_arrive_as_binary_frames_of_the_negotiated_type(aiohttp_client, config, negotiated):
+    import struct
+
+    from nodes.catalog import core_nodes
+    from server.app import create_app
+
+    node, jpeg = _preview_node()
+    client = await aiohttp_client(create_app(config, nodes=[*core_nodes(), node]))
+    ws = await client.ws_connect("/ws?clientId=pv")
+    await ws.receive_json(timeout=5)
+    if negotiated:
+        await ws.send_json({"type": "feature_flags", "data": {"supports_preview_metadata": True}})
+        assert (await ws.receive_json(timeout=5))["type"] == "feature_flags"
+    prompt = model_free_prompt("pv")
+    prompt["4"] = {"class_type": "TestPreviewer", "inputs": {"image": ["2", 0]}}
+    prompt["3"]["inputs"]["images"] = ["4", 0]
+    prompt_id = await queue_prompt(client, prompt, client_id="pv")
+    frames, progress = [], []
+    while True:
+        message = await ws.receive(timeout=20)
+        if message.type.name == "BINARY":
+            frames.append(message.data)
+            continue
+        data = json.loads(message.data)
+        if data["type"] == "progress":
+            progress.append((data["data"]["value"], data["data"]["max"], data["data"]["node"]))
+        if data["type"] == "executing" and data["data"]["node"] is None:
+            break
+    assert progress == [(1, 2, "4"), (2, 2, "4")]
+    assert frames, "no preview frame arrived"
+    frame = frames[-1]
+    kind = struct.unpack(">I", frame[:4])[0]
+    if negotiated:
+        assert kind == 4
+        length = struct.unpack(">I", frame[4:8])[0]
+        meta = json.loads(frame[8:8 + length])
+        assert meta["node_id"] == "4" and meta["prompt_id"] == prompt_id and meta["image_type"] == "image/jpeg"
+        assert frame[8 + length:] == jpeg
+    else:
+        assert kind == 1 and struct.unpack(">I", frame[4:8])[0] == 1  # 1 = JPEG
+        assert frame[8:] == jpeg
+    await ws.close()
