@@ -128,6 +128,9 @@ def serve(config: ServerConfig) -> int:
         asyncio.run(_serve(config))
     except KeyboardInterrupt:
         pass
+    except ValueError as exc:  # a refused folder setup, an unreadable extra_model_paths.yaml...
+        print(f"chisel: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except OSError as exc:
         print(f"chisel: cannot listen on {', '.join(config.listen)} port {config.port}: {exc.strerror or exc}",
               file=sys.stderr)
@@ -194,17 +197,17 @@ def run_workflow(config: ServerConfig, workflow: Path, overrides: Sequence[str],
     """`chisel run`: load, convert, override, validate and execute a workflow in-process; prints the outputs."""
     from server.app import build_registry, build_services
     from server.graph import PromptError, validate_prompt
-    from server.paths import ServerFolders
+    from server.paths import ExtraPathsError, ServerFolders
 
     out = out or sys.stdout
     err = err or sys.stderr
-    folders = ServerFolders.from_config(config)
     try:
+        folders = ServerFolders.from_config(config)
         registry, _ = build_registry(config, folders)
         prompt, extra_pnginfo = load_prompt(workflow, registry)
         prompt = apply_overrides(prompt, overrides, registry)
         graph = validate_prompt(prompt, registry)
-    except CliError as exc:
+    except (CliError, ExtraPathsError) as exc:
         print(f"chisel run: {exc}", file=err)
         return EXIT_USAGE
     except PromptError as exc:

@@ -177,6 +177,13 @@ class ServerFolders:
         temp = self._roots["temp"]
         if temp.is_symlink():
             raise PathRefused("temp", str(temp), "the temp folder is a symlink; refusing to empty it")
+        real = Path(os.path.realpath(temp))
+        guarded = [Path(os.path.realpath(p)) for p in (*self._roots.values(), self.models_dir)
+                   if p is not self._roots["temp"]]
+        if real == Path(real.anchor) or real == Path(os.path.realpath(Path.home())) or \
+                any(g == real or real in g.parents for g in guarded):
+            raise PathRefused("temp", str(temp), "the temp folder holds other folders of the server (or is the "
+                              "home or root folder); refusing to empty it")
         if temp.is_dir():
             shutil.rmtree(temp)
         temp.mkdir(parents=True, exist_ok=True)

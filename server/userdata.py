@@ -52,7 +52,7 @@ class UserStore:
         self._lock = threading.Lock()
 
     def create(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "workflows").mkdir(parents=True, exist_ok=True)  # the editor lists it at boot
 
     # ---- settings -----------------------------------------------------------------------------------------------
     def settings(self) -> dict[str, Any]:

@@ -108,6 +108,12 @@ def test_run_from_a_png_reuses_its_prompt(workspace, capsys):
     assert (workspace / "base" / "output" / "second_00001_.png").is_file()
 
 
+def test_a_broken_extra_model_paths_file_is_reported(workspace, capsys):
+    (workspace / "bad.yaml").write_text("a: [unclosed")
+    assert run(workspace, str(workspace / "api.json"), "--extra-model-paths", str(workspace / "bad.yaml")) == 2
+    assert "bad.yaml" in capsys.readouterr().err
+
+
 def test_serve_flags_become_a_config(tmp_path, monkeypatch):
     monkeypatch.setenv("CHISEL_AUTH_TOKEN", "from-the-environment")
     args = _parser().parse_args(["serve", "--listen", "--port", "9000", "--base-dir", str(tmp_path),

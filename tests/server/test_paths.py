@@ -193,3 +193,17 @@ def test_symlink_loops_in_model_folders_do_not_hang(tmp_path):
     touch(root / "a.safetensors")
     os.symlink(root, root / "loop")
     assert folders.model_files("loras") == ["a.safetensors"]
+
+
+@pytest.mark.parametrize("where", ["base", "home"])
+def test_temp_that_contains_other_folders_is_never_emptied(tmp_path, where, monkeypatch):
+    base = tmp_path / "base"
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    temp = base if where == "base" else tmp_path / "home"
+    folders = ServerFolders(models_dir=base / "models", input_dir=base / "input", output_dir=base / "output",
+                            temp_dir=temp, user_dir=base / "user")
+    folders.create_directories()
+    keep = touch(temp / "precious.txt")
+    with pytest.raises(PathRefused, match="refusing to empty"):
+        folders.empty_temp()
+    assert keep.is_file()
