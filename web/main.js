@@ -159,7 +159,8 @@ async function boot() {
 
   // first start: the default template; later starts: the tabs left open
   if (!workspace.restore()) {
-    const d = await controller.openTemplate('chisel', 'txt2img');
+    const templates = fixtures ? { chisel: ['txt2img'] } : await api.templates().catch(() => ({}));
+    const d = templates?.chisel?.includes('txt2img') ? await controller.openTemplate('chisel', 'txt2img') : null;
     if (!d) controller.newWorkflow();
   } else controller.activate(workspace.active);
 

@@ -15,6 +15,10 @@ SCREEN_POS = """([kind, id, arg]) => {
   if (kind === 'out') p = f.outputPos(n, arg);
   else if (kind === 'in') p = f.inputPos(n, arg);
   else if (kind === 'title') p = [n.pos[0] + 70, n.pos[1] - 15];
+  else if (kind === 'image') {
+    const a = f.infoOf(n).layout.images;
+    p = [n.pos[0] + a.x + a.w / 2, n.pos[1] + a.y + a.h / 2];
+  }
   else if (kind === 'widget') {
     const r = f.infoOf(n).layout.widgets.find((w) => w.widget.name === arg);
     if (!r) throw new Error(`node ${id} has no widget ${arg}`);

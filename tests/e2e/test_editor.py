@@ -192,6 +192,11 @@ def test_a_past_run_is_reloaded_from_the_history_panel(server, page) -> None:
     page.keyboard.press("Control+Enter")
     wait_for(page, "() => window.chisel.workspace.active.exec.outputs.has(3)", 60)
     assert result_image_size(page, 3) == [64, 48]
+    page.mouse.dblclick(*screen(page, "image", 3))
+    page.wait_for_selector(".lightbox:not([hidden]) img.lightbox-img")
+    assert "/api/view?filename=e2e_history" in page.get_attribute(".lightbox-img", "src")
+    page.keyboard.press("Escape")
+    assert page.locator(".lightbox:not([hidden])").count() == 0
     prompt_id = js(page, "[...window.chisel.workspace.active.exec.promptIds][0]")
     page.keyboard.press("q")
     item = page.locator(f".h-item[data-prompt-id='{prompt_id}']")

@@ -4,7 +4,7 @@
 import { alignNodes, distributeNodes } from '../graph/align.js';
 import { copyNodes, pasteNodes } from '../graph/clipboard.js';
 import { Mode } from '../graph/model.js';
-import { newNodeFields, widgetsOf } from '../graph/schema.js';
+import { getWidgetValue, newNodeFields, widgetsOf } from '../graph/schema.js';
 import { computeSize, nodeTitle, TITLE_H } from '../canvas/layout.js';
 
 export const CLIPBOARD_KEY = 'chisel.clipboard';
@@ -145,4 +145,19 @@ export function firstCompatibleInput(doc, node, type, typesCompatible) {
 
 export function firstCompatibleOutput(node, type, typesCompatible) {
   return node.outputs.findIndex((o) => typesCompatible(o.type, type));
+}
+
+/** A PrimitiveNode just linked to a widget takes that widget's current value (as ComfyUI's does). */
+export function seedPrimitive(doc, link) {
+  const origin = doc.graph.getNode(link.origin_id);
+  if (!doc.defs.get(origin?.type)?.primitive) return;
+  if (Array.isArray(origin.widgets_values) && origin.widgets_values.length) return;
+  const target = doc.graph.getNode(link.target_id);
+  const name = target.inputs[link.target_slot]?.widget?.name;
+  const spec = name && widgetsOf(target, doc.defs, doc.graph).find((w) => w.name === name);
+  if (!spec) return;
+  origin.widgets_values = [getWidgetValue(target, spec), 'fixed'];
+  if (!origin.title) origin.title = name;
+  const size = computeSize(origin, widgetsOf(origin, doc.defs, doc.graph), origin.title);
+  origin.size = [Math.max(origin.size[0], size[0]), Math.max(origin.size[1], size[1])];
 }

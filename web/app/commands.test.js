@@ -113,3 +113,14 @@ test('panning the view is not an edit', () => {
   assert.ok(!doc.modified);
   assert.equal(doc.toWorkflow().extra.ds.offset[0], 100);
 });
+
+test('a Primitive linked to a widget takes its value and shows it as its own widget', async () => {
+  const { widgetsOf } = await import('../graph/schema.js');
+  const doc = open();
+  const prim = cmd.createNode(doc, 'PrimitiveNode', [0, 0]);
+  const slot = doc.graph.widgetInputSlot(3, 'steps', 'INT');
+  cmd.seedPrimitive(doc, doc.graph.connect(prim.id, 0, 3, slot));
+  assert.deepEqual(prim.widgets_values, [20, 'fixed']);
+  assert.equal(prim.title, 'steps');
+  assert.equal(widgetsOf(prim, doc.defs, doc.graph)[0].options.max, 10000);
+});

@@ -78,8 +78,12 @@ function hitNode(node, frame, p, slack) {
 function hitLink(scene, p, slack) {
   const style = scene.settings.linkStyle ?? LinkStyle.SPLINE;
   if (style === LinkStyle.HIDDEN) return null;
-  for (const link of scene.graph.links.values()) {
-    const pts = scene.frame.linkPoints(link);
+  const { graph, frame } = scene;
+  for (const link of graph.links.values()) {
+    if (link.parentId === undefined && !nearNodes(p, frame, graph.nodes.get(link.origin_id), graph.nodes.get(link.target_id))) {
+      continue;
+    }
+    const pts = frame.linkPoints(link);
     if (!pts) continue;
     const last = pts.length - 1;
     const mid = segmentMidpoint(pts[last - 1], pts[last], style);
@@ -88,6 +92,14 @@ function hitLink(scene, p, slack) {
     }
   }
   return null;
+}
+
+/** Whether p lies in the box spanned by two nodes (where a link between them can be), with a margin. */
+function nearNodes(p, frame, a, b) {
+  if (!a || !b) return false;
+  const ra = frame.nodeRect(a), rb = frame.nodeRect(b);
+  return p[0] >= Math.min(ra[0], rb[0]) - 200 && p[0] <= Math.max(ra[0] + ra[2], rb[0] + rb[2]) + 200
+    && p[1] >= Math.min(ra[1], rb[1]) - 20 && p[1] <= Math.max(ra[1] + ra[3], rb[1] + rb[3]) + 20;
 }
 
 /** The link segment nearest to `p` within `tolerance` (for adding reroutes on a double-click). */

@@ -5,7 +5,7 @@ import { typesCompatible } from '../graph/model.js';
 import { widgetsOf } from '../graph/schema.js';
 import { copyNodes, pasteNodes } from '../graph/clipboard.js';
 import { widgetGesture } from '../widgets/interact.js';
-import { createNode, firstCompatibleInput, firstCompatibleOutput } from '../app/commands.js';
+import { createNode, firstCompatibleInput, firstCompatibleOutput, seedPrimitive } from '../app/commands.js';
 import { Hit, hitTest, nearestLinkSegment, nodesInRect } from './hit.js';
 import { minSize } from './layout.js';
 import { panBy, toGraph, zoomAt } from './viewport.js';
@@ -89,7 +89,7 @@ export function attachInteraction(canvas, editor, hooks) {
       hooks.notify(`Cannot connect: ${err}`, 'warn');
       return false;
     }
-    doc.graph.connect(o.id, os, t.id, ts);
+    seedPrimitive(doc, doc.graph.connect(o.id, os, t.id, ts));
     return true;
   }
 

@@ -93,8 +93,20 @@ export function createRenderer() {
     }
     drawReroutes(ctx, scene, view);
     drawOverlay(ctx, scene);
+    if (!graph.nodes.size) drawEmptyHint(ctx, width, height, dpr);
     return { nodes: visible.length, links, detail };
   };
+}
+
+function drawEmptyHint(ctx, width, height, dpr) {
+  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+  ctx.textAlign = 'center';
+  ctx.textBaseline = 'middle';
+  ctx.fillStyle = '#6a6a70';
+  ctx.font = `16px ${theme.font}`;
+  ctx.fillText('Double-click to add a node, right-click for the node menu', width / 2, height / 2 - 12);
+  ctx.font = `13px ${theme.font}`;
+  ctx.fillText('or drop a workflow (JSON or PNG) here', width / 2, height / 2 + 14);
 }
 
 function drawGrid(ctx, vp, width, height) {

@@ -306,8 +306,8 @@ export class Graph {
     }
     const ready = [...this.nodes.keys()].filter((id) => indeg.get(id) === 0);
     const order = [];
-    while (ready.length) {
-      const id = ready.shift();
+    for (let head = 0; head < ready.length; head++) {
+      const id = ready[head];
       order.push(id);
       for (const out of this.nodes.get(id).outputs) for (const lid of out.links) {
         const l = this.links.get(lid);
@@ -316,7 +316,10 @@ export class Graph {
         if (indeg.get(l.target_id) === 0) ready.push(l.target_id);
       }
     }
-    if (order.length < this.nodes.size) for (const id of this.nodes.keys()) if (!order.includes(id)) order.push(id);
+    if (order.length < this.nodes.size) {
+      const placed = new Set(order);
+      for (const id of this.nodes.keys()) if (!placed.has(id)) order.push(id);
+    }
     return order;
   }
 
