@@ -416,3 +416,19 @@ async def test_previews_arrive_as_binary_frames_of_the_negotiated_type(aiohttp_c
         assert kind == 1 and struct.unpack(">I", frame[4:8])[0] == 1  # 1 = JPEG
         assert frame[8:] == jpeg
     await ws.close()
+
+
+async def test_an_unexpected_fault_is_a_500_with_an_error_id_and_the_server_goes_on(client, caplog):
+    state = _state(client)
+
+    def broken():
+        raise RuntimeError("disk on fire")
+
+    state.users.settings = broken  # a fault inside a handler, injected
+    response = await client.get("/settings")
+    body = await response.json()
+    assert response.status == 500 and body["error"]["type"] == "internal_error"
+    error_id = body["error"]["extra_info"]["error_id"]
+    assert "disk on fire" not in json.dumps(body)  # no internals leak to the client
+    assert any(error_id in record.getMessage() for record in caplog.records)  # but the log has them
+    assert (await client.get("/system_stats")).status == 200
