@@ -19,10 +19,12 @@ export function createMenus(container) {
     closeFrom(0);
   }
 
-  function place(menu, x, y) {
+  /** Puts the menu at (x, y) inside the window; a submenu that does not fit right of its parent row opens left. */
+  function place(menu, x, y, parentRow = null) {
     container.appendChild(menu);
     const r = menu.getBoundingClientRect();
     const vw = window.innerWidth, vh = window.innerHeight;
+    if (parentRow && x + r.width > vw - 4) x = parentRow.getBoundingClientRect().left - r.width + 2;
     menu.style.left = `${Math.max(4, Math.min(x, vw - r.width - 4))}px`;
     menu.style.top = `${Math.max(4, Math.min(y, vh - r.height - 4))}px`;
   }
@@ -54,7 +56,7 @@ export function createMenus(container) {
           const r = row.getBoundingClientRect();
           const child = build(sub, level + 1);
           stack.push(child);
-          place(child, r.right - 2, r.top - 4);
+          place(child, r.right - 2, r.top - 4, row);
         }
       });
       row.addEventListener('click', (e) => {
