@@ -175,3 +175,37 @@ def test_config_rejects_inconsistent_fields() -> None:
         UNetConfig(transformer_depth=(1, 1))
     with pytest.raises(ValueError, match="GroupNorm"):
         UNetConfig(model_channels=40)
+
+
+@pytest.mark.parametrize(
+    ("kernel", "stride", "padding", "batch", "size"),
+    [(3, 1, 1, 1, 8), (3, 1, 1, 2, 7), (3, 2, 1, 1, 9), (1, 1, 0, 2, 6), (3, 1, 1, 1, 40)],
+)
+def test_unet_conv_matches_torch_conv_on_both_paths(kernel, stride, padding, batch, size) -> None:
+    from nodes.diffusion.unet import Conv2d
+
+    torch.manual_seed(0)
+    conv = Conv2d(32, 48, kernel, stride=stride, padding=padding)
+    reference = torch.nn.Conv2d(32, 48, kernel, stride=stride, padding=padding)
+    reference.load_state_dict(conv.state_dict())
+    x = torch.randn(batch, 32, size, size)
+    with torch.no_grad():
+        torch.testing.assert_close(conv(x), reference(x), rtol=1e-4, atol=1e-5)
+    conv_no_bias = Conv2d(32, 48, kernel, stride=stride, padding=padding, bias=False)
+    reference_no_bias = torch.nn.Conv2d(32, 48, kernel, stride=stride, padding=padding, bias=False)
+    reference_no_bias.load_state_dict(conv_no_bias.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(conv_no_bias(x), reference_no_bias(x), rtol=1e-4, atol=1e-5)
+
+
+def test_unet_conv_supports_gradients_on_the_matrix_multiply_path() -> None:
+    from nodes.diffusion.unet import Conv2d
+
+    torch.manual_seed(0)
+    conv = Conv2d(8, 8, 3, padding=1)
+    reference = torch.nn.Conv2d(8, 8, 3, padding=1)
+    reference.load_state_dict(conv.state_dict())
+    x = torch.randn(2, 8, 5, 5)
+    conv(x).square().sum().backward()
+    reference(x).square().sum().backward()
+    torch.testing.assert_close(conv.weight.grad, reference.weight.grad, rtol=1e-4, atol=1e-4)
