@@ -97,6 +97,8 @@ class DiffusionSchedule:
     """Scenes rendered and encoded once; the UNet trains on their latents."""
     checkpoint_every: int = 500
     eval_every: int = 1000
+    """Steps between quick adherence checks of the EMA weights (0: none)."""
+    eval_prompts: int = 48
 
 
 @dataclass(frozen=True)

@@ -57,8 +57,10 @@ def run(run_dir: Path, config: RunConfig, *, out: Path | None) -> None:
     torch.set_num_threads(config.threads)
     clock = time.perf_counter()
     vae = train_vae(run_dir, config)
+    assert vae is not None  # only a stop_at call returns None
     vae, pool = encode_pool(run_dir, config, vae)
     nets = train_unet(run_dir, config, vae, pool)
+    assert nets is not None
     print(f"training stages done in {(time.perf_counter() - clock) / 60:.1f} min (this invocation)", flush=True)
     if out is not None:
         from train.export import export_checkpoint

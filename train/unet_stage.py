@@ -31,7 +31,6 @@ from train.text import CaptionTokens, SparseVocabText
 
 STAGE = 3
 QUICK_EVAL_CFGS = (1.0, 1.5, 2.0, 3.0)
-QUICK_EVAL_PROMPTS = 48
 
 
 def caption_vocab(tokens: CaptionTokens) -> set[int]:
@@ -81,7 +80,7 @@ def quick_eval(
     nets: Networks, vae: AutoencoderKL, tokens: CaptionTokens, config: RunConfig, out_dir: Path, step: int
 ) -> dict[float, dict[str, float]]:
     """Adherence of held-out captions at a few CFG scales; appends to eval.csv and saves a contact sheet."""
-    combos = eval_combos(QUICK_EVAL_PROMPTS)
+    combos = eval_combos(config.diffusion.eval_prompts)
     captions = [c.caption() for c in combos]
     seeds = list(range(len(combos)))
     classifier = load_classifier()
@@ -112,8 +111,12 @@ def quick_eval(
     return results
 
 
-def train_unet(run_dir: Path, config: RunConfig, vae: AutoencoderKL, pool: dict[str, torch.Tensor]) -> Networks:
-    """Train (or resume, or just load) the UNet + text tower; returns the EMA networks in eval mode."""
+def train_unet(run_dir: Path, config: RunConfig, vae: AutoencoderKL, pool: dict[str, torch.Tensor], *,
+               stop_at: int | None = None) -> Networks | None:
+    """Train (or resume, or just load) the UNet + text tower; returns the EMA networks in eval mode.
+
+    stop_at: end this call after that step with a checkpoint (returns None); the next call continues from it.
+    """
     out_dir = run_dir / "unet"
     out_dir.mkdir(parents=True, exist_ok=True)
     final = out_dir / "final_ema.safetensors"
@@ -177,18 +180,19 @@ def train_unet(run_dir: Path, config: RunConfig, vae: AutoencoderKL, pool: dict[
         seconds = elapsed0 + time.perf_counter() - clock
         if step % 10 == 0:
             cpu = cpu0 + time.process_time() - cpu_clock
-            log.write(step, {"loss": float(loss), "mse": float(per_sample.mean()), "lr": lr, "seconds": seconds, "cpu_seconds": cpu})
-            bar.set_postfix(loss=f"{float(loss):.4f}")
+            log.write(step, {"loss": float(loss.detach()), "mse": float(per_sample.detach().mean()), "lr": lr, "seconds": seconds, "cpu_seconds": cpu})
+            bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
         done = step + 1
-        if done % sched.checkpoint_every == 0 or done == sched.steps:
+        stopping = done == stop_at
+        if done % sched.checkpoint_every == 0 or done == sched.steps or stopping:
             tensors, opt_meta = optimizer_tensors("opt.", opt)
             save_state(out_dir / "state", {**nets.tensors("model."), **ema.tensors("ema."), **tensors},
                        {"step": done, "seconds": seconds, "cpu_seconds": cpu0 + time.process_time() - cpu_clock,
                         "optimizer": opt_meta})
-        if done % sched.eval_every == 0 or done == sched.steps:
+        if sched.eval_every > 0 and (done % sched.eval_every == 0 or done == sched.steps):
             quick_eval(ema.eval(), vae, tokens, config, out_dir, done)
-            ema.unet.train()  # EMA copies hold no dropout/norm state that differs, but keep modes explicit
-            ema.text.train()
+        if stopping:
+            return None
     ema.eval()
     save_file({k: v.contiguous() for k, v in ema.tensors("").items()}, str(final))
     return ema

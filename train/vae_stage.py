@@ -48,8 +48,11 @@ def psnr(vae: AutoencoderKL, x: torch.Tensor) -> float:
     return 10 * torch.log10(torch.tensor(4.0 / mse)).item()
 
 
-def train_vae(run_dir: Path, config: RunConfig) -> AutoencoderKL:
-    """Train (or resume, or just load) the run's autoencoder; returns it in eval mode."""
+def train_vae(run_dir: Path, config: RunConfig, *, stop_at: int | None = None) -> AutoencoderKL | None:
+    """Train (or resume, or just load) the run's autoencoder; returns it in eval mode.
+
+    stop_at: end this call after that step with a checkpoint (returns None); the next call continues from it.
+    """
     out_dir = run_dir / "vae"
     final = out_dir / "final.safetensors"
     torch.manual_seed(config.seed)
@@ -88,15 +91,18 @@ def train_vae(run_dir: Path, config: RunConfig) -> AutoencoderKL:
         if step % 10 == 0:
             values = {k: float(v.detach()) for k, v in parts.items()}
             log.write(step, {**values, "lr": lr, "seconds": seconds, "cpu_seconds": cpu0 + time.process_time() - cpu_clock})
-            bar.set_postfix(loss=f"{float(parts['loss']):.4f}")
+            bar.set_postfix(loss=f"{values['loss']:.4f}")
         done = step + 1
-        if done % sched.checkpoint_every == 0 or done == sched.steps:
+        stopping = done == stop_at
+        if done % sched.checkpoint_every == 0 or done == sched.steps or stopping:
             tensors, opt_meta = optimizer_tensors("opt.", opt)
             save_state(out_dir / "state", {**prefixed("model.", vae), **tensors},
                        {"step": done, "seconds": seconds, "cpu_seconds": cpu0 + time.process_time() - cpu_clock,
                         "optimizer": opt_meta})
             tqdm.write(f"vae step {done}: probe PSNR {psnr(vae.eval(), probe):.2f} dB, {seconds / 60:.1f} min")
             vae.train()
+        if stopping:
+            return None
     vae.eval()
     save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, str(final))
     return vae
