@@ -102,10 +102,31 @@ def build_registry(config: ServerConfig, folders: ServerFolders, *,
     return registry, web_dirs
 
 
+def build_models(config: ServerConfig) -> Any:
+    """The model manager on the configured device (--cpu, or the first GPU when there is one)."""
+    from nodes.diffusion.memory import ModelManager, pick_device
+
+    return ModelManager(pick_device(config.device))
+
+
 def build_services(config: ServerConfig, folders: ServerFolders, *, models: Any = None) -> Services:
+    """What nodes get as ctx.services; `models` defaults to a model manager built from the config."""
     settings = RunSettings(save_metadata=not config.disable_metadata, preview_method=config.preview_method,
                            preview_max_size=config.preview_size)
-    return Services(folders=folders, models=models, settings=settings)
+    return Services(folders=folders, models=models if models is not None else build_models(config),
+                    settings=settings)
+
+
+def error_hint(services: Services, error: BaseException) -> str | None:
+    """The executor's on_error hook: after a GPU out-of-memory error, move idle models off the GPU and say so."""
+    from nodes.diffusion.memory import is_out_of_memory
+
+    if not is_out_of_memory(error):
+        return None
+    if services.models is not None:
+        services.models.offload_all()
+    return ("This error means the GPU ran out of memory. Idle models were moved off the GPU; try again, or use a "
+            "smaller image or batch size.")
 
 
 def build_engine(config: ServerConfig, registry: Registry, services: Services, *, store_path: str | Path | None = None,
@@ -115,7 +136,8 @@ def build_engine(config: ServerConfig, registry: Registry, services: Services, *
                         max_history=config.history_limit)
     gpu_budget = config.cache_vram_bytes if config.cache_vram_bytes is not None else 2 << 30
     cache = OutputCache(cpu_budget=config.cache_ram_bytes, gpu_budget=gpu_budget, sizeof=walk_sizeof(_tensor_bytes))
-    executor = Executor(registry, cache, functools.partial(RunContext, services=services))
+    executor = Executor(registry, cache, functools.partial(RunContext, services=services),
+                        on_error=functools.partial(error_hint, services))
     hub = EventHub()
     worker = Worker(store=store, registry=registry, executor=executor,
                     events=HistoryFirstSink(events or hub, store),
@@ -179,15 +201,9 @@ def _tensor_bytes(value: Any) -> tuple[int, int] | None:
 
 
 def _free_models(services: Services, *, unload_models: bool, free_memory: bool) -> None:
-    """POST /free: ask the model manager (if any) to unload its models."""
-    manager = services.models
-    if manager is None or not (unload_models or free_memory):
-        return
-    for method in ("unload_all", "unload_models", "free"):
-        fn = getattr(manager, method, None)
-        if callable(fn):
-            fn()
-            return
+    """POST /free: move idle models off the GPU (the worker clears the output cache, which owns them)."""
+    if services.models is not None and (unload_models or free_memory):
+        services.models.offload_all()
 
 
 # ---- the app ------------------------------------------------------------------------------------------------------
@@ -220,6 +236,7 @@ async def _lifecycle(state: AppState, app: web.Application) -> AsyncIterator[Non
     def start() -> Engine:
         state.folders.create_directories()
         state.folders.empty_temp()
+        state.folders.install_examples(state.config.workflows_dir / "assets")
         state.users.create()
         engine = build_engine(state.config, state.registry, state.services)
         if engine.store.recovered:

@@ -216,6 +216,7 @@ def run_workflow(config: ServerConfig, workflow: Path, overrides: Sequence[str],
         return EXIT_USAGE
     for kind in ("input", "output", "temp"):
         folders.directory(kind).mkdir(parents=True, exist_ok=True)
+    folders.install_examples(config.workflows_dir / "assets")
     services = build_services(config, folders)
     outcome = _execute(config, registry, services, graph, extra_pnginfo, err=err, progress=progress)
     if outcome.status == "interrupted":
@@ -320,12 +321,13 @@ def _execute(config: ServerConfig, registry: Any, services: Any, graph: Any, ext
     import functools
 
     from nodes.context import RunContext
-    from server.app import _tensor_bytes
+    from server.app import _tensor_bytes, error_hint
     from server.cache import OutputCache, walk_sizeof
     from server.executor import Executor
 
     cache = OutputCache(cpu_budget=config.cache_ram_bytes, sizeof=walk_sizeof(_tensor_bytes))
-    executor = Executor(registry, cache, functools.partial(RunContext, services=services))
+    executor = Executor(registry, cache, functools.partial(RunContext, services=services),
+                        on_error=functools.partial(error_hint, services))
     interrupt = threading.Event()
     sink = ProgressSink(graph, err, enabled=progress)
     previous = signal.getsignal(signal.SIGINT) if threading.current_thread() is threading.main_thread() else None

@@ -35,7 +35,10 @@ class ServerConfig:
     preview_size        longest side of a preview image, pixels
     disable_metadata    do not write prompt/workflow PNG text chunks
     web_root            the editor's static files (default: the repository's web/)
-    workflows_dir       the bundled workflow templates (default: the repository's workflows/)
+    workflows_dir       the bundled workflow templates (default: the repository's workflows/); their example
+                        inputs (workflows/assets/) are copied into input/ when missing
+    bundled_models_dir  the project's own models/ (the built-in model), searched after base_dir's models/ so the
+                        ready workflows run from any base directory; None to leave it out
     custom_nodes_dir    ComfyUI-style custom node packages (default: base_dir/custom_nodes)
     allowed_origins     extra browser origins allowed to make state-changing requests ("https://host:port")
     allowed_hosts       extra Host names accepted while bound to loopback (e.g. a reverse proxy's name)
@@ -62,6 +65,7 @@ class ServerConfig:
     disable_metadata: bool = False
     web_root: Path = REPO_ROOT / "web"
     workflows_dir: Path = REPO_ROOT / "workflows"
+    bundled_models_dir: Path | None = REPO_ROOT / "models"
     allowed_origins: tuple[str, ...] = ()
     allowed_hosts: tuple[str, ...] = ()
     device: DeviceChoice = "auto"

@@ -151,6 +151,11 @@ class ServerFolders:
         extra: list[SearchPath] = []
         for yaml_file in getattr(config, "extra_model_paths", ()):
             extra.extend(read_extra_model_paths(Path(yaml_file)))
+        bundled = getattr(config, "bundled_models_dir", None)
+        if bundled is not None and Path(bundled).is_dir():
+            for kind, (subfolders, _) in MODEL_FOLDERS.items():
+                extra.extend(SearchPath(kind, Path(bundled) / sub, "bundled") for sub in subfolders
+                             if (Path(bundled) / sub).is_dir())
         return cls(models_dir=config.models_dir, input_dir=config.input_dir,  # type: ignore[attr-defined]
                    output_dir=config.output_dir, temp_dir=config.temp_dir,  # type: ignore[attr-defined]
                    user_dir=config.user_dir, custom_nodes_dir=config.custom_nodes_dir,  # type: ignore[attr-defined]
@@ -169,6 +174,25 @@ class ServerFolders:
             root.mkdir(parents=True, exist_ok=True)
         for kind, (subfolders, _) in MODEL_FOLDERS.items():
             (self.models_dir / subfolders[0]).mkdir(parents=True, exist_ok=True)
+
+    def install_examples(self, assets: Path) -> list[str]:
+        """Copy the ready workflows' example inputs (workflows/assets/) into input/ where missing; never overwrite a
+        user's file. Returns the names copied."""
+        import shutil
+
+        copied: list[str] = []
+        target = self._roots["input"]
+        if not Path(assets).is_dir():
+            return copied
+        for source in sorted(Path(assets).iterdir()):
+            destination = target / source.name
+            if source.is_file() and not destination.exists():
+                target.mkdir(parents=True, exist_ok=True)
+                temp = destination.with_name(f".{destination.name}.tmp")
+                shutil.copyfile(source, temp)
+                os.replace(temp, destination)
+                copied.append(source.name)
+        return copied
 
     def empty_temp(self) -> None:
         """Delete temp/'s contents (ComfyUI does this at startup): previews from an earlier run are never served."""

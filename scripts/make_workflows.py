@@ -1,0 +1,189 @@
+"""Write the ready workflows in workflows/ for the built-in model: each as an API prompt (workflows/api/<name>.json)
+and in the editor's format (workflows/<name>.json, litegraph 0.4), plus the example input images in workflows/assets/.
+
+The API prompts below are the source of truth; the editor files are derived from them (server.workflow.api_to_workflow)
+and laid out by hand, so the two can never disagree (tests/workflows checks that converting each editor file gives
+its API prompt). Re-run after changing a setting:  .venv/bin/python scripts/make_workflows.py
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from nodes.catalog import core_nodes  # noqa: E402
+from nodes.registry import Registry  # noqa: E402
+from server.workflow import api_to_workflow, convert_workflow  # noqa: E402
+from train.scenes import Combo, Scene, render  # noqa: E402
+
+CHECKPOINT = "chisel-shapes.safetensors"
+LORA = "chisel-striped.safetensors"
+SIZE = 128  # the resolution the built-in model was trained at
+SAMPLER = {"steps": 20, "cfg": 2.0, "sampler_name": "euler", "scheduler": "normal"}  # the model card's defaults
+NEGATIVE = ""  # the model learned the unconditional branch from empty captions (caption dropout)
+
+# The example inputs (copied into input/ by the server and the CLI when missing).
+EXAMPLE_IMAGE = "chisel-example-shapes.png"
+EXAMPLE_MASK = "chisel-example-mask.png"
+
+
+def loader() -> dict[str, Any]:
+    return {"4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CHECKPOINT},
+                  "_meta": {"title": "Load Checkpoint"}}}
+
+
+def text(node_id: str, prompt: str, title: str, clip: list[Any] | None = None) -> dict[str, Any]:
+    return {node_id: {"class_type": "CLIPTextEncode", "inputs": {"text": prompt, "clip": clip or ["4", 1]},
+                      "_meta": {"title": title}}}
+
+
+def ksampler(node_id: str, latent: list[Any], *, seed: int, denoise: float = 1.0, positive: list[Any] | None = None,
+             model: list[Any] | None = None, title: str = "KSampler") -> dict[str, Any]:
+    inputs = {"seed": seed, **SAMPLER, "denoise": denoise, "model": model or ["4", 0],
+              "positive": positive or ["6", 0], "negative": ["7", 0], "latent_image": latent}
+    return {node_id: {"class_type": "KSampler", "inputs": inputs, "_meta": {"title": title}}}
+
+
+def decode_and_save(samples: list[Any], prefix: str, decode_id: str = "8", save_id: str = "9") -> dict[str, Any]:
+    return {decode_id: {"class_type": "VAEDecode", "inputs": {"samples": samples, "vae": ["4", 2]},
+                        "_meta": {"title": "VAE Decode"}},
+            save_id: {"class_type": "SaveImage", "inputs": {"images": [decode_id, 0], "filename_prefix": prefix},
+                      "_meta": {"title": "Save Image"}}}
+
+
+def empty_latent(width: int = SIZE, height: int = SIZE, batch: int = 1) -> dict[str, Any]:
+    return {"5": {"class_type": "EmptyLatentImage", "inputs": {"width": width, "height": height, "batch_size": batch},
+                  "_meta": {"title": "Empty Latent Image"}}}
+
+
+def load_image(node_id: str, name: str) -> dict[str, Any]:
+    return {node_id: {"class_type": "LoadImage", "inputs": {"image": name}, "_meta": {"title": "Load Image"}}}
+
+
+WORKFLOWS: dict[str, dict[str, Any]] = {
+    "txt2img": {
+        **loader(), **text("6", "a large red star in the center on a blue background", "Positive Prompt"),
+        **text("7", NEGATIVE, "Negative Prompt"), **empty_latent(batch=4),
+        **ksampler("3", ["5", 0], seed=42), **decode_and_save(["3", 0], "chisel-txt2img"),
+    },
+    "img2img": {
+        **loader(), **load_image("10", EXAMPLE_IMAGE),
+        "11": {"class_type": "VAEEncode", "inputs": {"pixels": ["10", 0], "vae": ["4", 2]},
+               "_meta": {"title": "VAE Encode"}},
+        **text("6", "a large green circle in the center on a purple background", "Positive Prompt"),
+        **text("7", NEGATIVE, "Negative Prompt"),
+        **ksampler("3", ["11", 0], seed=7, denoise=0.6), **decode_and_save(["3", 0], "chisel-img2img"),
+    },
+    "inpaint": {
+        **loader(), **load_image("10", EXAMPLE_IMAGE),
+        "12": {"class_type": "LoadImageMask", "inputs": {"image": EXAMPLE_MASK, "channel": "red"},
+               "_meta": {"title": "Load Mask"}},
+        "11": {"class_type": "VAEEncodeForInpaint",
+               "inputs": {"pixels": ["10", 0], "vae": ["4", 2], "mask": ["12", 0], "grow_mask_by": 6},
+               "_meta": {"title": "VAE Encode (for Inpainting)"}},
+        **text("6", "a large yellow circle in the center on a purple background", "Positive Prompt"),
+        **text("7", NEGATIVE, "Negative Prompt"),
+        **ksampler("3", ["11", 0], seed=3), **decode_and_save(["3", 0], "chisel-inpaint"),
+    },
+    "hires-fix": {
+        **loader(), **text("6", "a large orange triangle in the center on a black background", "Positive Prompt"),
+        **text("7", NEGATIVE, "Negative Prompt"), **empty_latent(),
+        **ksampler("3", ["5", 0], seed=11, title="KSampler (first pass)"),
+        "10": {"class_type": "LatentUpscaleBy", "inputs": {"samples": ["3", 0], "upscale_method": "nearest-exact",
+                                                           "scale_by": 2.0}, "_meta": {"title": "Upscale Latent By"}},
+        **ksampler("11", ["10", 0], seed=11, denoise=0.5, title="KSampler (second pass)"),
+        **decode_and_save(["11", 0], "chisel-hires"),
+    },
+    "area-composition": {
+        **loader(), **text("6", "a white background", "Whole Image"), **text("7", NEGATIVE, "Negative Prompt"),
+        **empty_latent(width=2 * SIZE, height=SIZE),
+        **text("12", "a large red circle in the center on a white background", "Left Prompt"),
+        "13": {"class_type": "ConditioningSetArea", "inputs": {"conditioning": ["12", 0], "width": SIZE,
+                                                               "height": SIZE, "x": 0, "y": 0, "strength": 1.0},
+               "_meta": {"title": "Left Area"}},
+        **text("14", "a large blue square in the center on a white background", "Right Prompt"),
+        "15": {"class_type": "ConditioningSetArea", "inputs": {"conditioning": ["14", 0], "width": SIZE,
+                                                               "height": SIZE, "x": SIZE, "y": 0, "strength": 1.0},
+               "_meta": {"title": "Right Area"}},
+        "16": {"class_type": "ConditioningCombine", "inputs": {"conditioning_1": ["13", 0],
+                                                               "conditioning_2": ["15", 0]},
+               "_meta": {"title": "Combine Areas"}},
+        "17": {"class_type": "ConditioningCombine", "inputs": {"conditioning_1": ["6", 0],
+                                                               "conditioning_2": ["16", 0]},
+               "_meta": {"title": "Combine With Whole Image"}},
+        **ksampler("3", ["5", 0], seed=5, positive=["17", 0]), **decode_and_save(["3", 0], "chisel-area"),
+    },
+    "lora": {
+        **loader(),
+        "10": {"class_type": "LoraLoader", "inputs": {"model": ["4", 0], "clip": ["4", 1], "lora_name": LORA,
+                                                      "strength_model": 1.0, "strength_clip": 1.0},
+               "_meta": {"title": "Load LoRA"}},
+        **text("6", "a large striped red circle in the center on a white background", "Positive Prompt",
+               clip=["10", 1]),
+        **text("7", NEGATIVE, "Negative Prompt", clip=["10", 1]), **empty_latent(),
+        **ksampler("3", ["5", 0], seed=9, model=["10", 0]), **decode_and_save(["3", 0], "chisel-lora"),
+    },
+}
+
+# Editor layout: column x positions by node role, then rows; sizes wide enough for the widgets.
+COLUMNS = {"CheckpointLoaderSimple": 40, "LoadImage": 40, "LoadImageMask": 40, "LoraLoader": 400,
+           "CLIPTextEncode": 400, "EmptyLatentImage": 400, "VAEEncode": 400, "VAEEncodeForInpaint": 400,
+           "ConditioningSetArea": 860, "ConditioningCombine": 1200, "KSampler": 1200, "LatentUpscaleBy": 1560,
+           "VAEDecode": 1560, "SaveImage": 1820}
+SIZES = {"CheckpointLoaderSimple": [315, 98], "CLIPTextEncode": [400, 160], "EmptyLatentImage": [315, 106],
+         "KSampler": [315, 262], "VAEDecode": [210, 46], "SaveImage": [320, 360], "LoadImage": [315, 314],
+         "LoadImageMask": [315, 318], "VAEEncode": [210, 46], "VAEEncodeForInpaint": [315, 98],
+         "LatentUpscaleBy": [315, 82], "ConditioningSetArea": [315, 154], "ConditioningCombine": [230, 46],
+         "LoraLoader": [315, 126]}
+
+
+def lay_out(workflow: dict[str, Any]) -> dict[str, Any]:
+    next_y: dict[int, int] = {}
+    for node in sorted(workflow["nodes"], key=lambda n: n["order"]):
+        column = COLUMNS.get(node["type"], 40)
+        if node["type"] == "KSampler" and node.get("title", "").endswith("(second pass)"):
+            column = 1560
+        size = SIZES.get(node["type"], node.get("size", [315, 100]))
+        y = next_y.get(column, 80)
+        node["pos"], node["size"] = [column, y], list(size)
+        next_y[column] = y + size[1] + 70
+    workflow["extra"] = {"ds": {"scale": 0.9, "offset": [0, 0]}}
+    return workflow
+
+
+def example_assets(assets: Path) -> None:
+    """A scene from the training world as the img2img/inpaint input, and a mask over its centre (white = repaint)."""
+    scene = Scene(Combo("large", "yellow", "circle", "center", "purple"), extent=0.5, cx=0.5, cy=0.5)
+    Image.fromarray(render(scene, SIZE)).save(assets / EXAMPLE_IMAGE)
+    mask = np.zeros((SIZE, SIZE), dtype=np.uint8)
+    quarter = SIZE // 4
+    mask[quarter:SIZE - quarter, quarter:SIZE - quarter] = 255
+    Image.fromarray(mask, "L").convert("RGB").save(assets / EXAMPLE_MASK)
+
+
+def main() -> None:
+    registry = Registry(list_files=lambda files: [CHECKPOINT, LORA, EXAMPLE_IMAGE, EXAMPLE_MASK])
+    registry.add_all(core_nodes())
+    out = ROOT / "workflows"
+    (out / "api").mkdir(parents=True, exist_ok=True)
+    (out / "assets").mkdir(exist_ok=True)
+    example_assets(out / "assets")
+    for name, prompt in WORKFLOWS.items():
+        ui = lay_out(api_to_workflow(prompt, registry))
+        if convert_workflow(ui, registry) != prompt:
+            raise SystemExit(f"{name}: the editor file does not convert back to its API prompt")
+        (out / "api" / f"{name}.json").write_text(json.dumps(prompt, indent=2) + "\n")
+        (out / f"{name}.json").write_text(json.dumps(ui, indent=2) + "\n")
+        print(f"wrote workflows/{name}.json and workflows/api/{name}.json")
+
+
+if __name__ == "__main__":
+    main()
