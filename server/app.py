@@ -16,7 +16,6 @@ import asyncio
 import functools
 import logging
 import sys
-import threading
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,55 +139,9 @@ def build_engine(config: ServerConfig, registry: Registry, services: Services, *
                         on_error=functools.partial(error_hint, services))
     hub = EventHub()
     worker = Worker(store=store, registry=registry, executor=executor,
-                    events=HistoryFirstSink(events or hub, store),
+                    events=events or hub,
                     on_free=functools.partial(_free_models, services))
     return Engine(store=store, hub=hub, cache=cache, executor=executor, worker=worker)
-
-
-class HistoryFirstSink:
-    """Holds a prompt's final event (execution_success / _error / _interrupted) until its history is recorded.
-
-    The executor reports the end of a prompt before the worker writes the history; a client that reads
-    /history/{id} as soon as it sees execution_success must find the entry. The held message is released, in its
-    original place before the following `status` and `executing {node: null}`, once the store says the prompt is
-    finished (or at the latest with that prompt's `executing {node: null}`, which the worker sends after writing).
-    """
-
-    TERMINAL = frozenset({"execution_success", "execution_error", "execution_interrupted"})
-
-    def __init__(self, inner: EventSink, store: PromptStore):
-        self.inner = inner
-        self.store = store
-        self._lock = threading.Lock()
-        self._held: list[tuple[str, Any, str | None]] = []
-
-    def send(self, event: str, data: Any, *, client_id: str | None) -> None:
-        if event in self.TERMINAL and data.get("prompt_id"):
-            with self._lock:
-                self._held.append((event, data, client_id))
-            return
-        final = event == "executing" and data.get("node") is None
-        self._release(force_prompt=data.get("prompt_id") if final else None)
-        self.inner.send(event, data, client_id=client_id)
-
-    def send_preview(self, preview: Any, *, client_id: str | None, metadata: Any) -> None:
-        self.inner.send_preview(preview, client_id=client_id, metadata=metadata)
-
-    def _release(self, force_prompt: str | None) -> None:
-        with self._lock:
-            if not self._held:
-                return
-            ready = [item for item in self._held
-                     if item[1]["prompt_id"] == force_prompt or self._finished(item[1]["prompt_id"])]
-            self._held = [item for item in self._held if item not in ready]
-        for event, data, client_id in ready:
-            self.inner.send(event, data, client_id=client_id)
-
-    def _finished(self, prompt_id: str) -> bool:
-        try:
-            return self.store.status_of(prompt_id) not in ("pending", "running")
-        except Exception:  # a closed store: nothing more will be recorded, let the message go
-            return True
 
 
 def _tensor_bytes(value: Any) -> tuple[int, int] | None:

@@ -217,6 +217,7 @@ class Worker:
                                   messages=outcome.messages, meta=outcome.meta)
         except Exception:
             log.exception("could not record the end of prompt %s", item.prompt_id)
+        sink.release()
         self.broadcast_status()
         self.events.send("executing", {"node": None, "prompt_id": item.prompt_id}, client_id=item.client_id)
 
@@ -255,16 +256,29 @@ class Worker:
 
 
 class _TrackingSink:
-    """Forwards events and remembers which node is executing (for clients that reconnect mid-prompt)."""
+    """Forwards one prompt's events, remembers which node is executing (for clients that reconnect mid-prompt), and
+    holds the prompt's final event (execution_success / _error / _interrupted) until `release()`: the worker
+    releases it after writing the history, so a client that reads /history/{id} on that event finds the entry."""
+
+    TERMINAL = frozenset({"execution_success", "execution_error", "execution_interrupted"})
 
     def __init__(self, inner: EventSink, on_executing: Callable[[str | None], None]):
         self.inner = inner
         self.on_executing = on_executing
+        self._held: list[tuple[str, Mapping[str, Any], str | None]] = []
 
     def send(self, event: str, data: Mapping[str, Any], *, client_id: str | None) -> None:
+        if event in self.TERMINAL:
+            self._held.append((event, data, client_id))
+            return
         if event == "executing":
             self.on_executing(data.get("node"))
         self.inner.send(event, data, client_id=client_id)
 
     def send_preview(self, preview: Any, *, client_id: str | None, metadata: Mapping[str, Any]) -> None:
         self.inner.send_preview(preview, client_id=client_id, metadata=metadata)
+
+    def release(self) -> None:
+        held, self._held = self._held, []
+        for event, data, client_id in held:
+            self.inner.send(event, data, client_id=client_id)
