@@ -215,7 +215,7 @@ def test_an_image_dropped_on_the_canvas_is_uploaded_into_a_load_image_node(serve
     page.click(".tab-new")
     drop_file(page, png(size=(40, 30)), "photo.png", "image/png", at=(500, 300))
     wait_for(page, "() => window.chisel.workspace.active.graph.nodes.size === 1 && "
-                   "[...window.chisel.workspace.active.graph.nodes.values()][0].widgets_values[0]")
+                   "[...window.chisel.workspace.active.graph.nodes.values()][0].widgets_values[0] === 'photo.png'")
     [node] = nodes(page)
     assert node["type"] == "LoadImage"
     assert node["widgets_values"][0] == "photo.png"
