@@ -15,6 +15,7 @@ A custom node written for ComfyUI that does not import ComfyUI's internals runs 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import inspect
 import math
 from collections.abc import Callable, Hashable, Mapping, Sequence
@@ -227,10 +228,16 @@ def _fill_hidden(arguments: dict[str, Any], hidden: Mapping[str, str], ctx: Any)
 
 
 def _await(value: Any) -> Any:
-    """Custom nodes may define `async def` functions; run them to completion in this (worker) thread."""
-    if inspect.isawaitable(value):
+    """Custom nodes may define `async def` functions; run them to completion on a fresh event loop: in this thread
+    (the worker's, which has none), or in a helper thread when the caller already runs a loop."""
+    if not inspect.isawaitable(value):
+        return value
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
         return asyncio.run(_as_coroutine(value))
-    return value
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, _as_coroutine(value)).result()
 
 
 async def _as_coroutine(awaitable: Any) -> Any:

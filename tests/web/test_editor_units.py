@@ -15,7 +15,7 @@ WEB = Path(__file__).resolve().parents[2] / "web"
 def test_editor_unit_tests_pass_under_node() -> None:
     node = shutil.which("node")
     if node is None:
-        pytest.skip("node is not installed (the editor's unit tests need Node 18+)")
+        pytest.fail("node is not installed: the editor's unit tests need Node 18+ (`node --test web/`)")
     result = subprocess.run([node, "--test", "."], cwd=WEB, capture_output=True, text=True, timeout=300)
     summary = [line for line in result.stdout.splitlines() if line.startswith(("# tests", "# pass", "# fail"))]
     failed = [line for line in result.stdout.splitlines() if line.startswith("not ok")]
