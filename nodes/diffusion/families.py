@@ -9,7 +9,9 @@ the checkpoint file again.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Literal
 
 import torch
@@ -102,7 +104,7 @@ SDXL_REFINER = ModelFamily(
     adm="sdxl_refiner",
 )
 
-FAMILIES: dict[FamilyName, ModelFamily] = {f.name: f for f in (SD1, SD2, SDXL, SDXL_REFINER)}
+FAMILIES: Mapping[FamilyName, ModelFamily] = MappingProxyType({f.name: f for f in (SD1, SD2, SDXL, SDXL_REFINER)})
 """Every family by name (the eps variants; use `with_prediction` for v)."""
 
 

@@ -27,10 +27,10 @@ PICKLE_SUFFIXES = frozenset({".ckpt", ".pt", ".pth", ".bin", ".pkl"})
 MAX_HEADER_BYTES = 100 * 1024 * 1024
 """safetensors' own limit on the JSON header."""
 
-_DTYPE_SIZES = {
+_DTYPE_SIZES: Mapping[str, int] = MappingProxyType({
     "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
     "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "U32": 4, "U64": 8,
-}
+})
 
 
 class CheckpointError(Exception):
