@@ -132,9 +132,11 @@ def test_loaded_tiny_model_runs_unet_and_vae(tiny) -> None:
     assert image.shape == (1, 3, 64, 64)
 
 
-def test_detect_checkpoint_reads_only_the_header_for_sd1(tiny) -> None:
+def test_detect_checkpoint_returns_the_written_configurations(tiny) -> None:
     layout = detect_checkpoint(tiny.path)
-    assert layout.unet_config == tiny.unet.config
+    assert layout.family.name == "sd1"
+    assert (layout.unet_config, layout.vae_config) == (tiny.unet.config, tiny.vae.config)
+    assert [te.config for te in layout.text_encoders] == [tiny.text_encoder.config]
 
 
 def rewrite(src: Path, dst: Path, edit) -> Path:
