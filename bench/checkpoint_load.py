@@ -15,7 +15,8 @@ afterwards. Then, each in a fresh process so peak memory is its own, in the same
            built on the meta device, each tensor read once (memory-mapped), converted and assigned.
 
 Cold rows drop the file from the page cache first (fsync + posix_fadvise DONTNEED, only this file); warm rows read
-it once before. Peak RSS is the worker's whole-process VmHWM, which counts memory-mapped file pages it touched.
+it once before. Peak RSS is the worker's whole-process VmHWM, which counts memory-mapped file pages it touched; the
+sampled peaks tell the process's private (anonymous) memory from file pages the kernel can drop again.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import torch
 from bench.common import (
     Spread,
     WorkerError,
+    RssSampler,
     current_rss,
     machine_description,
     peak_rss,
@@ -183,13 +185,14 @@ def measure_load(spec: dict[str, Any]) -> dict[str, Any]:
     path = Path(spec["path"])
     method: Method = spec["method"]
     phase = phase_start()
-    started = time.perf_counter()
     modules: dict[str, torch.nn.Module] = {}
-    if method == "read":
-        read_through(path)
-    else:
-        modules = (_naive_load if method == "naive" else _chisel_load)(path)
-    elapsed = time.perf_counter() - started
+    with RssSampler() as sampled:
+        started = time.perf_counter()
+        if method == "read":
+            read_through(path)
+        else:
+            modules = (_naive_load if method == "naive" else _chisel_load)(path)
+        elapsed = time.perf_counter() - started
     mark = phase_end(phase, whole_process=spec["isolation"] == "subprocess")
     rss_after = current_rss()
     params = [p for m in modules.values() for p in m.parameters()]
@@ -199,6 +202,8 @@ def measure_load(spec: dict[str, Any]) -> dict[str, Any]:
         "peak": mark.peak,
         "rss_after": rss_after,
         "process_peak": peak_rss() if spec["isolation"] == "subprocess" else None,
+        "peak_anon": sampled.peak_anon,
+        "peak_file": sampled.peak_file,
         "dtypes": sorted({str(p.dtype) for p in params}),
         # Both loaders must end with the same fp32 weights: compare sums (float64) of every parameter.
         "checksum": sum(p.sum(dtype=torch.float64).item() for p in params) if params else None,
@@ -248,7 +253,7 @@ LABELS: dict[Method, str] = {
 def report(measured: list[Measured], file_bytes: int, args: argparse.Namespace) -> str:
     isolated = args.isolation == "subprocess"
     headers = ["page cache", "method", "time", "Chisel/naive", "GB/s", "peak RSS" if isolated else "peak RSS added",
-               "RSS after" if isolated else "RSS kept"]
+               "peak anonymous / file-backed RSS (sampled)", "RSS after" if isolated else "RSS kept"]
     rows = []
     naive = {m.cache: Spread.of([r["seconds"] for r in m.runs]).median for m in measured if m.method == "naive"}
     for m in measured:
@@ -261,7 +266,8 @@ def report(measured: list[Measured], file_bytes: int, args: argparse.Namespace) 
         rows.append([
             m.cache, LABELS[m.method], spread.show(),
             ratio(spread.median, naive[m.cache]) if m.method == "chisel" and m.cache in naive else "-",
-            f"{file_bytes / spread.median / 1e9:.2f}", size(peak), size(after),
+            f"{file_bytes / spread.median / 1e9:.2f}", size(peak),
+            f"{size(last['peak_anon'])} / {size(last['peak_file'])}", size(after),
         ])
     notes = []
     sums = {(m.method, m.cache): m.runs[-1]["checksum"] for m in measured if m.method != "read"}

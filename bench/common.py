@@ -17,6 +17,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,6 +95,43 @@ def phase_end(start: tuple[int | None, bool], *, whole_process: bool) -> MemoryM
     """The phase's peak: a reset peak, or the whole-process peak when this process exists only for the phase."""
     rss, was_reset = start
     return MemoryMark(rss, peak_rss() if (was_reset or whole_process) else None)
+
+
+class RssSampler:
+    """Peak anonymous and file-backed RSS over a block, sampled from /proc/self/status every `interval` seconds.
+
+    Why: the kernel's own peak (VmHWM) adds memory-mapped file pages, which the kernel can drop again under
+    pressure, to the process's private memory, which it cannot; a loader reading through mmap looks as heavy as
+    one copying the whole file unless the two are told apart. Peaks between samples can be missed (short spikes).
+    """
+
+    def __init__(self, interval: float = 0.005) -> None:
+        self.interval = interval
+        self.peak_anon: int | None = None
+        self.peak_file: int | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> None:
+        anon, file = _status_bytes("RssAnon"), _status_bytes("RssFile")
+        if anon is not None:
+            self.peak_anon = max(self.peak_anon or 0, anon)
+        if file is not None:
+            self.peak_file = max(self.peak_file or 0, file)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def __enter__(self) -> RssSampler:
+        self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
 
 
 # ---------------------------------------------------------------------------------------------------------------

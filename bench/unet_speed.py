@@ -444,7 +444,8 @@ def report(results: list[FamilyResult], args: argparse.Namespace) -> str:
     title = (f"UNet CFG Euler step (batch 2: prompt + negative, {CONTEXT_TOKENS} context tokens), {args.device} "
              f"{args.dtype}, torch.inference_mode; {max(1, args.warmup)} warm-up + {args.steps} timed steps per "
              "model, the models' steps taken in turns in one process on shared weights; memory: "
-             + ("each model in its own fresh process, one step" if isolated else "this process (increases), one step"))
+             + ("not measured (--no-memory)" if not args.memory else "each model in its own fresh process, one step"
+                if isolated else "this process (increases), one step"))
     return "\n".join([title, "", table(headers, rows), "", *notes])
 
 
