@@ -96,11 +96,19 @@ def quick_gelu(x: Tensor) -> Tensor:
     return x * torch.sigmoid(1.702 * x)
 
 
+def _embedding(rows: int, width: int, factory: dict) -> nn.Embedding:
+    """nn.Embedding; on the meta device built around an empty weight, because nn.Embedding's own init
+    (normal_) imports torch._dynamo on first use, about a second added to every process's first checkpoint load."""
+    if torch.device(factory.get("device", "cpu")).type == "meta":
+        return nn.Embedding(rows, width, _weight=torch.empty((rows, width), **factory))
+    return nn.Embedding(rows, width, **factory)
+
+
 class ClipEmbeddings(nn.Module):
     def __init__(self, cfg: TextEncoderConfig, factory: dict) -> None:
         super().__init__()
-        self.token_embedding = nn.Embedding(cfg.vocab_size, cfg.width, **factory)
-        self.position_embedding = nn.Embedding(cfg.max_positions, cfg.width, **factory)
+        self.token_embedding = _embedding(cfg.vocab_size, cfg.width, factory)
+        self.position_embedding = _embedding(cfg.max_positions, cfg.width, factory)
 
 
 class ClipAttention(nn.Module):
