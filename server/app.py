@@ -105,7 +105,7 @@ def build_models(config: ServerConfig) -> Any:
     """The model manager on the configured device (--cpu, or the first GPU when there is one)."""
     from nodes.diffusion.memory import ModelManager, pick_device
 
-    return ModelManager(pick_device(config.device))
+    return ModelManager(pick_device(config.device), weight_dtype=config.weight_dtype)
 
 
 def build_services(config: ServerConfig, folders: ServerFolders, *, models: Any = None) -> Services:

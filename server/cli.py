@@ -62,6 +62,9 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--extra-model-paths", action="append", default=[], metavar="FILE",
                         help="an extra_model_paths.yaml (ComfyUI's format) adding model folders; repeatable")
     common.add_argument("--cpu", action="store_true", help="run on the CPU even when a GPU is present")
+    common.add_argument("--weight-dtype", choices=("auto", "fp32", "fp16", "bf16"), default=None,
+                        help="dtype of model weights (auto: fp32 on the CPU, the file's on a GPU; bf16 is ~3x "
+                             "faster on CPUs with AMX)")
     common.add_argument("--cache-ram", type=float, metavar="GB", help="memory budget of the node output cache")
     common.add_argument("--preview-method", choices=("none", "auto", "latent2rgb"), default=None,
                         help="sampler previews (default: auto)")
@@ -114,6 +117,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         allowed_origins=tuple(args.allow_origin) if serving else None,
         allowed_hosts=tuple(args.allow_host) if serving else None,
         device="cpu" if args.cpu else None,
+        weight_dtype=args.weight_dtype,
         load_custom_nodes=False if args.no_custom_nodes else None,
     )
 

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 PreviewMethod = Literal["none", "auto", "latent2rgb"]
 DeviceChoice = Literal["auto", "cpu"]
+WeightDtype = Literal["auto", "fp32", "fp16", "bf16"]
 
 DEFAULT_PORT = 8188
 DEFAULT_MAX_UPLOAD = 100 * 1024 * 1024  # ComfyUI's --max-upload-size default (100 MB)
@@ -43,6 +44,8 @@ class ServerConfig:
     allowed_origins     extra browser origins allowed to make state-changing requests ("https://host:port")
     allowed_hosts       extra Host names accepted while bound to loopback (e.g. a reverse proxy's name)
     device              "cpu" forces CPU even when a GPU is present
+    weight_dtype        model weights' dtype: auto = fp32 on the CPU (ComfyUI's numbers), the file's fp16/bf16 on a
+                        GPU; bf16 on a CPU with AMX/AVX-512 BF16 samples about 3x faster at ~1 % different pixels
     history_limit       completed prompts kept in history (oldest dropped)
     """
 
@@ -69,6 +72,7 @@ class ServerConfig:
     allowed_origins: tuple[str, ...] = ()
     allowed_hosts: tuple[str, ...] = ()
     device: DeviceChoice = "auto"
+    weight_dtype: WeightDtype = "auto"
     history_limit: int = 10_000
     load_custom_nodes: bool = True
 

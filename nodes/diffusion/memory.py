@@ -26,6 +26,8 @@ import torch
 from torch import nn
 
 DeviceChoice = Literal["auto", "cpu", "cuda", "mps"]
+WeightDtype = Literal["auto", "fp32", "fp16", "bf16"]
+_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 RESERVE_BYTES = 1 << 30  # kept free on the GPU for activations beyond the weights (ComfyUI reserves ~1.2 GB)
 
 
@@ -42,9 +44,11 @@ def pick_device(choice: DeviceChoice = "auto") -> torch.device:
     return torch.device("cpu")
 
 
-def weight_dtype(device: torch.device) -> torch.dtype | None:
-    """The dtype weights take on `device`: fp32 on the CPU; on a GPU None = keep the file's fp16/bf16 (fp32 files
-    become fp16 on CUDA, where tensor cores make it several times faster)."""
+def _weight_dtype(device: torch.device, choice: WeightDtype = "auto") -> torch.dtype | None:
+    """The dtype weights take on `device`. auto: fp32 on the CPU (ComfyUI's numbers); on a GPU None = the loader keeps
+    the file's float dtype. An explicit choice applies everywhere (bf16 on a CPU with AMX is ~3x faster than fp32)."""
+    if choice != "auto":
+        return _DTYPES[choice]
     if device.type == "cpu":
         return torch.float32
     return None
@@ -81,10 +85,11 @@ class FileKey:
 class ModelManager:
     """Loads model files (through loader functions passed in) and places modules on the compute device."""
 
-    def __init__(self, device: torch.device | None = None, *, reserve_bytes: int = RESERVE_BYTES):
+    def __init__(self, device: torch.device | None = None, *, weight_dtype: WeightDtype = "auto",
+                 reserve_bytes: int = RESERVE_BYTES):
         self.device = device if device is not None else pick_device()
         self.offload_device = torch.device("cpu")
-        self.dtype = weight_dtype(self.device)
+        self.dtype = _weight_dtype(self.device, weight_dtype)
         self.reserve_bytes = reserve_bytes
         self._lock = threading.RLock()
         self._files: weakref.WeakValueDictionary[FileKey, Any] = weakref.WeakValueDictionary()
