@@ -25,15 +25,3 @@ def manifest_shapes(name: str, prefix: str = "") -> dict[str, tuple[int, ...]]:
 @pytest.fixture
 def manifest() -> Callable[[str], dict]:
     return load_manifest
-
-
-@pytest.fixture(autouse=True, scope="session")
-def _single_intra_op_thread():
-    """Tiny models run faster on one thread: with several test processes sharing the cores, OpenMP workers that
-    wait on each other turn 1 ms ops into 10 ms ones (measured: 22 s -> 2 s for the UNet/VAE tests)."""
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
