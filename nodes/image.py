@@ -24,6 +24,7 @@ from PIL import Image, ImageOps, ImageSequence
 from nodes.inputs import MAX_RESOLUTION, Combo, Files, Float, Int, Link, String
 from nodes.png_metadata import png_text_chunks
 from nodes.registry import Node, Output, Result
+from nodes.resize import crop_to_aspect
 
 UpscaleMethod = Literal["nearest-exact", "bilinear", "area", "bicubic", "lanczos"]
 CropMethod = Literal["disabled", "center"]
@@ -376,14 +377,7 @@ def resize_images(images: torch.Tensor, width: int, height: int, method: Upscale
     """[B, H, W, C] -> [B, height, width, C], with ComfyUI's centre crop to the target aspect ratio first."""
     samples = images.movedim(-1, 1)  # [B, C, H, W]
     if crop == "center":
-        old_height, old_width = samples.shape[-2], samples.shape[-1]
-        old_aspect, new_aspect = old_width / old_height, width / height
-        x = y = 0
-        if old_aspect > new_aspect:
-            x = round((old_width - old_width * (new_aspect / old_aspect)) / 2)
-        elif old_aspect < new_aspect:
-            y = round((old_height - old_height * (old_aspect / new_aspect)) / 2)
-        samples = samples.narrow(-2, y, old_height - 2 * y).narrow(-1, x, old_width - 2 * x)
+        samples = crop_to_aspect(samples, width, height)
     if method == "lanczos":
         resized = _lanczos(samples, width, height)
     else:

@@ -12,6 +12,7 @@ from nodes.diffusion.handles import Vae
 from nodes.diffusion.vae_ops import decode_images, encode_images
 from nodes.inputs import MAX_RESOLUTION, Combo, Float, Int, Link
 from nodes.registry import Node, Output
+from nodes.resize import crop_to_aspect
 from nodes.types import Latent
 
 LatentUpscaleMethod = Literal["nearest-exact", "bilinear", "area", "bicubic", "bislerp"]
@@ -206,14 +207,7 @@ def resize_latent(samples: torch.Tensor, width: int, height: int, method: Latent
                   crop: str) -> torch.Tensor:
     """[B, C, h, w] -> [B, C, height, width] (latent pixels), centre-cropping to the new aspect ratio first."""
     if crop == "center":
-        old_h, old_w = samples.shape[-2:]
-        old_aspect, new_aspect = old_w / old_h, width / height
-        x = y = 0
-        if old_aspect > new_aspect:
-            x = round((old_w - old_w * (new_aspect / old_aspect)) / 2)
-        elif old_aspect < new_aspect:
-            y = round((old_h - old_h * (old_aspect / new_aspect)) / 2)
-        samples = samples[..., y:old_h - y, x:old_w - x]
+        samples = crop_to_aspect(samples, width, height)
     if method == "bislerp":
         return bislerp(samples, width, height)
     return F.interpolate(samples.float(), size=(height, width), mode=method).to(samples.dtype)
