@@ -267,3 +267,104 @@ def test_lora_loader_changes_the_image_and_strength_zero_does_not(engine):
     again, _ = engine.run(txt2img(seed=21, steps=2, text="a red circle  "))
     assert "3" in again.executed
     assert np.array_equal(pixels(engine.image(plain)), pixels(engine.image(again)))
+
+
+def test_latent_from_batch_reproduces_one_image_of_a_seeded_batch_alone(engine):
+    batch, _ = engine.run(txt2img(seed=31, batch=3))
+    single = txt2img(seed=31, batch=3)
+    single["50"] = {"class_type": "LatentFromBatch", "inputs": {"samples": ["5", 0], "batch_index": 2, "length": 1}}
+    single["3"]["inputs"]["latent_image"] = ["50", 0]
+    alone, _ = engine.run(single)
+    assert len(alone.outputs["9"]["images"]) == 1
+    assert np.array_equal(pixels(engine.image(alone)), pixels(engine.image(batch, index=2)))
+
+
+def test_repeat_latent_batch_gives_each_copy_its_own_noise(engine):
+    prompt = txt2img(seed=32)
+    prompt["50"] = {"class_type": "RepeatLatentBatch", "inputs": {"samples": ["5", 0], "amount": 2}}
+    prompt["3"]["inputs"]["latent_image"] = ["50", 0]
+    outcome, _ = engine.run(prompt)
+    first, second = pixels(engine.image(outcome, index=0)), pixels(engine.image(outcome, index=1))
+    assert not np.array_equal(first, second)
+    alone, _ = engine.run(txt2img(seed=32))
+    assert np.array_equal(first, pixels(engine.image(alone)))
+
+
+def test_ksampler_advanced_in_two_halves_equals_one_full_run(engine):
+    full = txt2img(seed=33, steps=4)
+    full["3"] = {"class_type": "KSamplerAdvanced", "inputs": {
+        "model": ["4", 0], "add_noise": "enable", "noise_seed": 33, "steps": 4, "cfg": 2.5, "sampler_name": "euler",
+        "scheduler": "normal", "positive": ["6", 0], "negative": ["7", 0], "latent_image": ["5", 0],
+        "start_at_step": 0, "end_at_step": 10000, "return_with_leftover_noise": "disable"}}
+    whole, _ = engine.run(full)
+    split = json_copy(full)
+    split["3"]["inputs"].update(end_at_step=2, return_with_leftover_noise="enable")
+    split["51"] = {"class_type": "KSamplerAdvanced", "inputs": {**split["3"]["inputs"], "add_noise": "disable",
+                                                                "start_at_step": 2, "end_at_step": 10000,
+                                                                "return_with_leftover_noise": "disable",
+                                                                "latent_image": ["3", 0]}}
+    split["8"]["inputs"]["samples"] = ["51", 0]
+    halves, _ = engine.run(split)
+    difference = np.abs(pixels(engine.image(whole)) - pixels(engine.image(halves)))
+    assert difference.max() <= 1  # the same sigmas in two calls: equal up to float rounding
+
+
+def test_vae_loader_reads_a_standalone_vae_file(engine):
+    from safetensors.torch import save_file
+
+    from nodes.diffusion.checkpoint import load_checkpoint
+
+    loaded = load_checkpoint(engine.config.models_dir / "checkpoints" / "tiny.safetensors")
+    (engine.config.models_dir / "vae").mkdir(exist_ok=True)
+    save_file({k: v.contiguous() for k, v in loaded.vae.state_dict().items()},
+              str(engine.config.models_dir / "vae" / "tiny_vae.safetensors"))
+    prompt = txt2img(seed=34)
+    plain, _ = engine.run(prompt)
+    prompt["52"] = {"class_type": "VAELoader", "inputs": {"vae_name": "tiny_vae.safetensors"}}
+    prompt["8"]["inputs"]["vae"] = ["52", 0]
+    separate, _ = engine.run(prompt)
+    assert np.array_equal(pixels(engine.image(plain)), pixels(engine.image(separate)))
+
+
+def test_conditioning_nodes_zero_out_average_mask_and_timestep_range(engine):
+    base = txt2img(seed=35)
+    plain, _ = engine.run(base)
+    variants = {
+        "zero": {"class_type": "ConditioningZeroOut", "inputs": {"conditioning": ["6", 0]}},
+        "average": {"class_type": "ConditioningAverage", "inputs": {"conditioning_to": ["6", 0],
+                                                                    "conditioning_from": ["7", 0],
+                                                                    "conditioning_to_strength": 0.5}},
+        "range": {"class_type": "ConditioningSetTimestepRange", "inputs": {"conditioning": ["6", 0],
+                                                                           "start": 0.5, "end": 1.0}},
+        "area%": {"class_type": "ConditioningSetAreaPercentage", "inputs": {"conditioning": ["6", 0], "width": 0.5,
+                                                                            "height": 1.0, "x": 0.5, "y": 0.0,
+                                                                            "strength": 1.0}},
+    }
+    for name, node in variants.items():
+        prompt = json_copy(base)
+        prompt["60"] = node
+        prompt["3"]["inputs"]["positive"] = ["60", 0]
+        outcome, _ = engine.run(prompt)
+        assert not np.array_equal(pixels(engine.image(outcome)), pixels(engine.image(plain))), name
+    full = json_copy(base)
+    full["60"] = {"class_type": "ConditioningAverage", "inputs": {"conditioning_to": ["6", 0],
+                                                                  "conditioning_from": ["7", 0],
+                                                                  "conditioning_to_strength": 1.0}}
+    full["3"]["inputs"]["positive"] = ["60", 0]
+    same, _ = engine.run(full)
+    assert np.array_equal(pixels(engine.image(same)), pixels(engine.image(plain)))
+
+
+def test_latent_upscale_to_a_size_and_with_zero_keeping_the_aspect(engine):
+    prompt = txt2img(seed=36, width=128, height=64)
+    prompt["10"] = {"class_type": "LatentUpscale", "inputs": {"samples": ["3", 0], "upscale_method": "bilinear",
+                                                              "width": 0, "height": 128, "crop": "disabled"}}
+    prompt["8"]["inputs"]["samples"] = ["10", 0]
+    outcome, _ = engine.run(prompt)
+    assert engine.image(outcome).size == (256, 128)
+
+
+def json_copy(prompt: dict) -> dict:
+    import json
+
+    return json.loads(json.dumps(prompt))
