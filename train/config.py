@@ -22,20 +22,26 @@ scaled latents of the training images have zero mean and unit variance per chann
 
 @dataclass(frozen=True)
 class Architecture:
-    """Widths and depths of the three networks (measured on two CPU cores before choosing; see the model card)."""
+    """Widths and depths of the three networks (measured on two CPU cores before choosing; see the model card).
 
-    image_size: int = 128
-    text_width: int = 128
+    Every GroupNorm of the SD classes has 32 groups. With one or two channels per group a flat region normalises to
+    zero or to a sign pattern, so a flat background colour cannot pass the last norm of the decoder (or the UNet):
+    a width-32/64 autoencoder reconstructed shapes but painted every background the same grey after 400 steps. So
+    the full-resolution levels are 96 wide (3 channels per group), which on two cores is affordable at 64x64 pixels
+    (8x8 latents), not at 128x128.
+    """
+
+    image_size: int = 64
+    text_width: int = 64
     text_layers: int = 2
-    text_intermediate: int = 512
-    unet_channels: int = 32
-    unet_mult: tuple[int, ...] = (1, 2, 4)
+    text_intermediate: int = 256
+    unet_channels: int = 96
+    unet_mult: tuple[int, ...] = (1, 1)
     unet_res_blocks: int = 1
-    # Attention at 8x8 and 4x4 latent pixels and in the middle: at 16x16 it doubled the step time for 32-wide heads.
-    unet_transformer_depth: tuple[int, ...] = (0, 1, 1)
-    unet_transformer_depth_output: tuple[int, ...] = (1, 1, 0)
-    vae_channels: int = 32
-    vae_mult: tuple[int, ...] = (1, 1, 2, 2)
+    unet_transformer_depth: tuple[int, ...] = (1, 1)
+    unet_transformer_depth_output: tuple[int, ...] = (1, 1)
+    vae_channels: int = 96
+    vae_mult: tuple[int, ...] = (1, 1, 1, 1)
     vae_res_blocks: int = 1
 
     def unet(self) -> UNetConfig:
@@ -70,8 +76,17 @@ class Architecture:
 
 @dataclass(frozen=True)
 class VAESchedule:
-    steps: int = 1200
+    steps: int = 2000
     batch: int = 8
+    crop: int = 32
+    """Most steps train on random crops of this side (the same pixel scale, a quarter of the cost)..."""
+    full_size_fraction: float = 0.2
+    """...and the last fraction of the steps on whole images (so GroupNorm statistics match inference)..."""
+    full_size_batch: int = 4
+    """...in batches of this size (as many pixels as a crop batch)."""
+    logvar_init: float = -6.0
+    """Initial posterior log-variance (quant_conv bias): near-deterministic from the start, so the decoder does not
+    first learn to ignore a latent drowned in unit noise."""
     lr: float = 1e-3
     warmup: int = 100
     kl_weight: float = 1e-6
@@ -81,7 +96,7 @@ class VAESchedule:
 
 @dataclass(frozen=True)
 class DiffusionSchedule:
-    steps: int = 6000
+    steps: int = 6500
     batch: int = 64
     lr: float = 1e-3
     warmup: int = 200

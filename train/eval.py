@@ -14,7 +14,7 @@ import argparse
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +26,8 @@ import torch  # noqa: E402
 from nodes.diffusion.checkpoint import load_checkpoint  # noqa: E402
 from nodes.diffusion.handles import Clip, Model, Vae, checkpoint_handles  # noqa: E402
 from nodes.diffusion.ksampler import SamplingRequest, sample  # noqa: E402
+from nodes.diffusion.lora import apply_lora, load_lora_file  # noqa: E402
+from nodes.diffusion.patches import applied_to_clip  # noqa: E402
 from nodes.diffusion.schedules import sampler_sigmas  # noqa: E402
 from nodes.diffusion.text_encode import encode_text  # noqa: E402
 from nodes.diffusion.tokenizer import ClipTokenizer  # noqa: E402
@@ -35,6 +37,7 @@ from train.checker import accuracy, judge_batch  # noqa: E402
 from train.quick_eval import contact_sheet, eval_combos  # noqa: E402
 from train.scenes import Combo  # noqa: E402
 from train.shape_classifier import load_classifier  # noqa: E402
+from train.stripes import STRIPED_THRESHOLD, stripe_fraction, striped_caption  # noqa: E402
 
 DEFAULT_CHECKPOINT = Path("models/checkpoints/chisel-shapes.safetensors")
 ATTRIBUTES = ("background", "foreground", "shape", "position", "size")
@@ -49,8 +52,12 @@ class Settings:
     cfg: float = 1.5
     sampler: str = "euler"
     scheduler: str = "normal"
-    size: int = 128
+    size: int = 64
     negative: str = ""
+
+
+RECOMMENDED = Settings()
+"""The settings the model card recommends (chosen by the CFG sweep below) and the CI test uses."""
 
 
 @dataclass(frozen=True)
@@ -68,9 +75,19 @@ def load_pipeline(path: Path) -> Pipeline:
     return Pipeline(model, clip, vae)
 
 
+def with_lora(pipe: Pipeline, path: Path, strength: float = 1.0) -> Pipeline:
+    """What LoraLoader returns: the same modules with the LoRA's patches on the MODEL and CLIP handles."""
+    model, clip, not_loaded = apply_lora(pipe.model, pipe.clip, load_lora_file(path), strength_model=strength,
+                                         strength_clip=strength)
+    if not_loaded:
+        raise ValueError(f"{path.name}: {len(not_loaded)} tensors adapt nothing in this model: {not_loaded[:3]}")
+    assert model is not None and clip is not None
+    return Pipeline(model, clip, pipe.vae)
+
+
 def encode(pipe: Pipeline, text: str) -> Conditioning:
-    """CLIPTextEncode."""
-    with torch.inference_mode():
+    """CLIPTextEncode (with the CLIP handle's LoRA patches applied while encoding)."""
+    with torch.inference_mode(), applied_to_clip(pipe.clip):
         encoded = encode_text(text, encoders=[(e.slot, e.module) for e in pipe.clip.encoders],
                               tokenizer=pipe.clip.tokenizer, stop_at_clip_layer=pipe.clip.stop_at_clip_layer)
     return Conditioning((CondEntry(cross_attn=encoded.cond, pooled=encoded.pooled),))
@@ -88,13 +105,13 @@ def txt2img(pipe: Pipeline, positive: Conditioning, negative: Conditioning, seed
 
 
 def run_eval(pipe: Pipeline, combos: Sequence[Combo], seeds: Sequence[int], s: Settings,
-             ) -> tuple[dict[str, float], list[np.ndarray], float]:
+             caption: Callable[[Combo], str] = Combo.caption) -> tuple[dict[str, float], list[np.ndarray], float]:
     """(accuracy per attribute, images in (combo, seed) order, seconds per image)."""
     negative = encode(pipe, s.negative)
     images, asked = [], []
     clock = time.perf_counter()
     for combo in combos:
-        positive = encode(pipe, combo.caption())
+        positive = encode(pipe, caption(combo))
         for seed in seeds:
             images.append(txt2img(pipe, positive, negative, seed, s))
             asked.append(combo)
@@ -102,11 +119,34 @@ def run_eval(pipe: Pipeline, combos: Sequence[Combo], seeds: Sequence[int], s: S
     return accuracy(judge_batch(images, load_classifier()), asked), images, per_image
 
 
-def markdown_table(rows: Sequence[tuple[str, dict[str, float]]]) -> str:
-    head = "| setting | " + " | ".join(ATTRIBUTES) + " |\n|---|" + "---|" * len(ATTRIBUTES) + "\n"
-    body = "".join(f"| {name} | " + " | ".join(f"{100 * acc[a]:.0f} %" for a in ATTRIBUTES) + " |\n"
+def stripe_rate(images: Sequence[np.ndarray], combos: Sequence[Combo], seeds_per_combo: int) -> float:
+    """Fraction of images judged striped (train/stripes.py), images in (combo, seed) order."""
+    asked = [c for c in combos for _ in range(seeds_per_combo)]
+    return float(np.mean([stripe_fraction(im, c) > STRIPED_THRESHOLD for im, c in zip(images, asked)]))
+
+
+def lora_report(pipe: Pipeline, lora: Path, combos: Sequence[Combo], seeds: Sequence[int], s: Settings,
+                ) -> list[tuple[str, dict[str, float]]]:
+    """Adherence and stripe rate: striped captions with and without the LoRA, plain captions with it."""
+    patched = with_lora(pipe, lora)
+    rows = []
+    for name, p, caption in (("base model, striped captions", pipe, striped_caption),
+                             ("with LoRA, striped captions", patched, striped_caption),
+                             ("with LoRA, plain captions", patched, Combo.caption)):
+        acc, images, _ = run_eval(p, combos, seeds, s, caption)
+        rows.append((name, {**acc, "striped": stripe_rate(images, combos, len(seeds))}))
+        print(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in rows[-1][1].items()), flush=True)
+    return rows
+
+
+def markdown_table(rows: Sequence[tuple[str, dict[str, float]]], *, targets: bool = True) -> str:
+    columns = [c for c in (*ATTRIBUTES, "striped") if c in rows[0][1]]
+    head = "| setting | " + " | ".join(columns) + " |\n|---|" + "---|" * len(columns) + "\n"
+    body = "".join(f"| {name} | " + " | ".join(f"{100 * acc[a]:.0f} %" for a in columns) + " |\n"
                    for name, acc in rows)
-    target = "| target | " + " | ".join(f">= {100 * TARGETS[a]:.0f} %" if a in TARGETS else "-" for a in ATTRIBUTES)
+    if not targets:
+        return head + body
+    target = "| target | " + " | ".join(f">= {100 * TARGETS[a]:.0f} %" if a in TARGETS else "-" for a in columns)
     return head + body + target + " |\n"
 
 
@@ -119,8 +159,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--sampler", default="euler")
     parser.add_argument("--scheduler", default="normal")
+    parser.add_argument("--size", type=int, default=RECOMMENDED.size, help="image side in pixels")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     parser.add_argument("--sheet", type=Path, default=None, help="save a contact sheet of the first CFG's images")
+    parser.add_argument("--lora", type=Path, default=None, help="also report this 'striped' LoRA (first CFG only)")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(2)
@@ -129,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
     seeds = list(range(args.seeds))
     rows, results = [], []
     for i, cfg in enumerate(args.cfg):
-        s = Settings(steps=args.steps, cfg=cfg, sampler=args.sampler, scheduler=args.scheduler)
+        s = Settings(steps=args.steps, cfg=cfg, sampler=args.sampler, scheduler=args.scheduler, size=args.size)
         acc, images, per_image = run_eval(pipe, combos, seeds, s)
         name = f"{s.sampler}/{s.scheduler}, {s.steps} steps, CFG {cfg:g}"
         rows.append((name, acc))
@@ -140,9 +182,15 @@ def main(argv: list[str] | None = None) -> None:
         if i == 0 and args.sheet is not None:
             contact_sheet(images[:64], columns=8).save(args.sheet)
     print(markdown_table(rows))
+    lora_rows = []
+    if args.lora is not None:
+        s = Settings(steps=args.steps, cfg=args.cfg[0], sampler=args.sampler, scheduler=args.scheduler, size=args.size)
+        lora_rows = lora_report(pipe, args.lora, combos, seeds, s)
+        print(markdown_table(lora_rows, targets=False))
     if args.json is not None:
         args.json.write_text(json.dumps({"checkpoint": str(args.checkpoint), "prompts": args.prompts,
-                                         "seeds": seeds, "results": results}, indent=1))
+                                         "seeds": seeds, "results": results,
+                                         "lora": {name: acc for name, acc in lora_rows}}, indent=1))
 
 
 if __name__ == "__main__":

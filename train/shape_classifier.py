@@ -23,7 +23,8 @@ from train.checker import MASK_SIZE, background_rgb, largest_region, mask_crop
 from train.scenes import SHAPES, PALETTE, all_combos, render, sample_scene
 
 WEIGHTS = Path(__file__).with_name("shape_classifier.safetensors")
-IMAGE_SIZE = 128
+IMAGE_SIZES = (64, 128)
+"""Renders at both sizes: the classifier judges the built-in model's 64x64 images and larger ones alike."""
 
 
 class ShapeNet(nn.Module):
@@ -49,11 +50,12 @@ def classify_masks(model: nn.Module, masks: np.ndarray) -> list[str]:
     return [SHAPES[i] for i in logits.argmax(dim=1).tolist()]
 
 
-def degraded_mask(rng: np.random.Generator, image_size: int = IMAGE_SIZE) -> tuple[np.ndarray, int] | None:
+def degraded_mask(rng: np.random.Generator) -> tuple[np.ndarray, int] | None:
     """One training example: a rendered scene, blurred, noised and skewed, segmented and cropped; with its label."""
     scene = sample_scene(rng, _COMBOS)
+    image_size = IMAGE_SIZES[int(rng.integers(len(IMAGE_SIZES)))]
     image = render(scene, image_size).astype(np.float32)
-    sigma = float(rng.uniform(0.0, 1.6))
+    sigma = float(rng.uniform(0.0, 1.6)) * (image_size / 128) ** 0.5  # relatively more blur on smaller images
     image = ndimage.gaussian_filter(image, sigma=(sigma, sigma, 0))
     image = image + rng.normal(0.0, float(rng.uniform(0.0, 10.0)), image.shape)
     image = np.clip(image, 0, 255).astype(np.uint8)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
@@ -23,11 +24,18 @@ STAGE = 1
 PROBE_STAGE = 101
 
 
-def vae_batch(config: RunConfig, rng, batch: int) -> torch.Tensor:
-    """A batch of images, [B, 3, H, W] in [-1, 1], rendered from training combos."""
+def vae_batch(config: RunConfig, rng: np.random.Generator, batch: int, crop: int | None = None) -> torch.Tensor:
+    """A batch of images rendered from training combos, [B, 3, crop, crop] in [-1, 1] (random crops if crop is set)."""
     combos = split_combos("train")
-    scenes = [sample_scene(rng, combos) for _ in range(batch)]
-    return images_to_tensor([render(s, config.arch.image_size) for s in scenes])
+    size = config.arch.image_size
+    images = []
+    for _ in range(batch):
+        image = render(sample_scene(rng, combos), size)
+        if crop is not None and crop < size:
+            top, left = rng.integers(0, size - crop + 1, size=2)
+            image = image[top : top + crop, left : left + crop]
+        images.append(image)
+    return images_to_tensor(images)
 
 
 def vae_loss(vae: AutoencoderKL, x: torch.Tensor, generator: torch.Generator, kl_weight: float) -> dict[str, torch.Tensor]:
@@ -57,6 +65,8 @@ def train_vae(run_dir: Path, config: RunConfig, *, stop_at: int | None = None) -
     final = out_dir / "final.safetensors"
     torch.manual_seed(config.seed)
     vae = AutoencoderKL(config.arch.vae())
+    with torch.no_grad():
+        vae.quant_conv.bias[vae.config.embed_dim :] = config.vae.logvar_init  # rows [C:2C] are the log-variance
     if final.exists():
         vae.load_state_dict(load_file(str(final)))
         return vae.eval()
@@ -81,7 +91,9 @@ def train_vae(run_dir: Path, config: RunConfig, *, stop_at: int | None = None) -
         lr = lr_at(step, base=sched.lr, warmup=sched.warmup, total=sched.steps)
         for group in opt.param_groups:
             group["lr"] = lr
-        x = vae_batch(config, step_rng(config.seed, STAGE, step), sched.batch)
+        whole = step >= sched.steps * (1 - sched.full_size_fraction)
+        rng = step_rng(config.seed, STAGE, step)
+        x = vae_batch(config, rng, sched.full_size_batch) if whole else vae_batch(config, rng, sched.batch, sched.crop)
         parts = vae_loss(vae, x, step_generator(config.seed, STAGE, step), sched.kl_weight)
         opt.zero_grad(set_to_none=True)
         parts["loss"].backward()

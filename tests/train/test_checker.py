@@ -5,9 +5,8 @@ import pytest
 from scipy import ndimage
 
 from train.checker import accuracy, judge_batch
-from train.scenes import PALETTE, Combo, Scene, render, sample_scene, split_combos
+from train.scenes import PALETTE, SHAPES, Combo, Scene, render, sample_scene, split_combos
 from train.shape_classifier import classify_masks, load_classifier, make_examples
-from train.scenes import SHAPES
 
 
 @pytest.fixture(scope="module")
@@ -22,8 +21,9 @@ def held_out_scenes():
     return [sample_scene(rng, combos) for _ in range(60)]
 
 
-def test_clean_renders_are_judged_right_on_every_attribute(classifier, held_out_scenes):
-    images = [render(s, 128) for s in held_out_scenes]
+@pytest.mark.parametrize("size", [64, 128])
+def test_clean_renders_are_judged_right_on_every_attribute(classifier, held_out_scenes, size):
+    images = [render(s, size) for s in held_out_scenes]
     acc = accuracy(judge_batch(images, classifier), [s.combo for s in held_out_scenes])
     assert acc == {"background": 1.0, "foreground": 1.0, "shape": 1.0, "position": 1.0, "size": 1.0}
 
@@ -32,7 +32,7 @@ def test_blurred_noisy_renders_are_still_judged_right(classifier, held_out_scene
     rng = np.random.default_rng(5)
     images = []
     for scene in held_out_scenes:
-        blurred = ndimage.gaussian_filter(render(scene, 128).astype(np.float32), sigma=(1.2, 1.2, 0))
+        blurred = ndimage.gaussian_filter(render(scene, 64).astype(np.float32), sigma=(0.8, 0.8, 0))
         images.append(np.clip(blurred + rng.normal(0, 6, blurred.shape), 0, 255).astype(np.uint8))
     acc = accuracy(judge_batch(images, classifier), [s.combo for s in held_out_scenes])
     assert acc["background"] == 1.0
