@@ -7,7 +7,8 @@
 
 The engine is built and the worker thread started in the app's cleanup context (startup), and stopped cleanly at
 cleanup. `chisel run` (server/cli.py) uses the same build_* functions without HTTP.
-Every route is registered twice, bare and under /api (as ComfyUI), the websocket as /ws and /api/ws.
+Every route is registered twice, bare and under /api (as ComfyUI), the websocket as /ws and /api/ws; the frontend-only
+routes of ComfyUI's /internal sub-app only under /internal.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from server.worker import Worker
 log = logging.getLogger("chisel.server")
 QUEUE_FILE = "chisel_queue.sqlite3"
 API_ROUTE_TABLES = (prompt.routes, files.routes, info.routes, user.routes, ws.routes)
+INTERNAL_ROUTE_TABLES = (info.internal_routes,)
 
 
 @dataclass
@@ -178,6 +180,10 @@ def create_app(config: ServerConfig, *, nodes: Iterable[type[Node] | NodeSpec] |
             kwargs = dict(route.kwargs)
             app.router.add_route(route.method, "/api" + route.path, route.handler, **kwargs)
             app.router.add_route(route.method, route.path, route.handler, **kwargs)
+    for table in INTERNAL_ROUTE_TABLES:
+        for route in table:
+            if isinstance(route, web.RouteDef):
+                app.router.add_route(route.method, "/internal" + route.path, route.handler, **dict(route.kwargs))
     add_static_routes(app, web_root_exists=config.web_root.is_dir())
     app.cleanup_ctx.append(functools.partial(_lifecycle, state))
     return app

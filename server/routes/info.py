@@ -1,5 +1,7 @@
 """Read-only information routes: /object_info, /system_stats, /features, /embeddings, /models, /extensions, /i18n,
-workflow templates, and the model browser's /experiment/models. Shapes as ComfyUI serves them."""
+workflow templates, and the model browser's /experiment/models. Shapes as ComfyUI serves them.
+
+`internal_routes` is ComfyUI's /internal sub-app (frontend-only routes): served under /internal, with no /api twin."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from server.routes.state import STATE, AppState
 from server.security import PathRefused, clean_file_name, resolve_inside
 
 routes = web.RouteTableDef()
+internal_routes = web.RouteTableDef()
 COMFYUI_API_VERSION = "0.8.0"  # the ComfyUI release whose API this server implements (clients gate features on it)
 TEMPLATE_MODULE = "chisel"
 
@@ -115,6 +118,14 @@ async def experiment_model_files(request: web.Request) -> web.Response:
     for name in files:
         index[name] = next((i for i, d in enumerate(dirs) if (d / name).exists()), 0)
     return web.json_response([{"name": name, "pathIndex": index[name]} for name in files])
+
+
+@internal_routes.get("/folder_paths")
+async def folder_paths(request: web.Request) -> web.Response:
+    """{kind: [directories searched]}, ComfyUI's folder_names_and_paths; the frontend's missing-model dialog asks for
+    it to say where a model file belongs."""
+    folders = request.app[STATE].folders
+    return web.json_response({kind: [str(d) for d in folders.search_dirs(kind)] for kind in folders.folder_kinds()})
 
 
 @routes.get("/extensions")
