@@ -75,7 +75,7 @@ def encode_preview(rgb: torch.Tensor, *, max_size: int, min_size: int = 256) -> 
     if target != longest:
         scale = target / longest
         image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
-                             Image.Resampling.BILINEAR if scale < 1 else Image.Resampling.NEAREST)
+                             Image.Resampling.BILINEAR)
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=90)
     return Preview(buffer.getvalue(), "JPEG")
