@@ -158,14 +158,6 @@ class _Run:
         self.timings: dict[str, float] = {}
         self.messages: list[tuple[str, Mapping[str, Any]]] = []
         self.current: str | None = None
-        self._lazy: dict[int, frozenset[str]] = {}
-
-    def lazy(self, spec: NodeSpec) -> frozenset[str]:
-        """The spec's lazy input names (NodeSpec derives them on each access; once per spec per run here)."""
-        names = self._lazy.get(id(spec))
-        if names is None:
-            names = self._lazy[id(spec)] = spec.lazy_inputs
-        return names
 
     # ---- the run -------------------------------------------------------------------------------------------------
     def go(self) -> Outcome:
@@ -273,7 +265,7 @@ class _Run:
         """Mark a node to run; returns the sources it needs now (lazy inputs wait until asked for)."""
         self.to_run.add(node_id)
         node = self.graph.nodes[node_id]
-        lazy = self.lazy(node.spec)
+        lazy = node.spec.lazy_inputs
         sources = list(dict.fromkeys(link.source for name, link in node.links.items() if name not in lazy))
         self.holds[node_id] = set(sources)
         for source in sources:
@@ -298,7 +290,7 @@ class _Run:
                     continue
                 self.schedule(node_id)
             node = nodes[node_id]
-            lazy = self.lazy(node.spec)
+            lazy = node.spec.lazy_inputs
             asked = self.requested.get(node_id, ())
             missing = [link.source for name, link in node.links.items()
                        if (name not in lazy or name in asked) and link.source not in results]
@@ -313,7 +305,7 @@ class _Run:
     def ask_lazy(self, node_id: str) -> bool:
         """Ask the node which lazy inputs it needs; True if new ones were requested (so it must wait)."""
         node = self.graph.nodes[node_id]
-        linked_lazy = [name for name in node.links if name in self.lazy(node.spec)]
+        linked_lazy = [name for name in node.links if name in node.spec.lazy_inputs]
         asked = self.requested.setdefault(node_id, set())
         open_names = [name for name in linked_lazy if name not in asked]
         if not open_names:
