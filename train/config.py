@@ -89,6 +89,13 @@ class VAESchedule:
     first learn to ignore a latent drowned in unit noise."""
     lr: float = 1e-3
     warmup: int = 100
+    refine: tuple[tuple[int, float], ...] = ((1500, 5e-4), (1500, 2.5e-4))
+    """After `steps`, phases of (steps, peak lr), each a short warm-up and a cosine (warm restarts, Loshchilov &
+    Hutter 2017): whole images with outline pixels weighted. The checker's shape accuracy on reconstructions of
+    held-out scenes was 0.51 after the main phase and 0.84 after the first refinement phase (small stars lose their
+    points), hence the second."""
+    refine_batch: int = 4
+    edge_weight: float = 6.0
     kl_weight: float = 1e-6
     """Weight of the KL term per latent element against the per-pixel reconstruction loss (SD's is smaller still)."""
     checkpoint_every: int = 400
@@ -136,7 +143,7 @@ class RunConfig:
             for f in fields(kind):
                 if f.name in values:
                     v = values[f.name]
-                    kwargs[f.name] = tuple(v) if isinstance(v, list) else v
+                    kwargs[f.name] = _tuples(v)
             return kind(**kwargs)
 
         return cls(
@@ -146,6 +153,11 @@ class RunConfig:
             diffusion=build(DiffusionSchedule, raw["diffusion"]),
             threads=raw.get("threads", 2),
         )
+
+
+def _tuples(value):
+    """JSON lists back to (nested) tuples, as the frozen dataclasses hold them."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
 
 
 def load_or_create(run_dir: Path, config: RunConfig) -> RunConfig:

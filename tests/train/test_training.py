@@ -21,14 +21,14 @@ TINY = RunConfig(
     arch=Architecture(image_size=32, text_width=64, text_layers=1, text_intermediate=128, unet_channels=32,
                       unet_mult=(1, 2), unet_transformer_depth=(0, 1), unet_transformer_depth_output=(1, 0),
                       vae_channels=32, vae_mult=(1, 1, 1, 1)),
-    vae=VAESchedule(steps=4, batch=2, warmup=2, checkpoint_every=100),
+    vae=VAESchedule(steps=4, batch=2, warmup=2, checkpoint_every=100, refine=((2, 5e-4),)),
     diffusion=DiffusionSchedule(steps=4, batch=4, warmup=2, pool_size=12, checkpoint_every=100, eval_every=0),
 )
 
 
 def _train(run_dir: Path, *, stop_vae: int | None = None, stop_unet: int | None = None):
     if stop_vae is not None:
-        assert train_vae(run_dir, TINY, stop_at=stop_vae) is None
+        assert train_vae(run_dir, TINY, stop_at=stop_vae) is None  # mid main phase
     vae = train_vae(run_dir, TINY)
     vae, pool = encode_pool(run_dir, TINY, vae)
     if stop_unet is not None:
