@@ -21,6 +21,16 @@ from train.eval import ATTRIBUTES, TARGETS
 from train.scenes import COLOURS, HELD_OUT_MODULUS, POSITIONS, SHAPES, SIZES, all_combos, split_combos
 
 DEFAULT_CARD = Path("models/checkpoints/chisel-shapes.md")
+LORA_PROSE = """
+## Optional LoRA: "huge" (`models/loras/chisel-huge.safetensors`)
+
+Trained by `python -m train.lora_stage` against this file (LDM key layout, rank 8, UNet transformer blocks and text
+encoder layers). Use with LoraLoader and a prompt like "a huge red star on a blue background". The issue's example
+style, striped fills, was not possible: the autoencoder (trained on flat fills of eight colours) reconstructs
+stripes, outlines and unseen colours as smeared blobs, and a LoRA does not change the decoder (see
+`train/lora_style.py`). "huge" = the shape spans more than 62 % of the image.
+
+"""
 
 
 def _last_row(path: Path) -> dict[str, str]:
@@ -106,11 +116,11 @@ def write_card(run_dir: Path, checkpoint: Path, eval_json: Path, out: Path, reco
     if lora_json is not None and lora_json.exists():
         lora = json.loads(lora_json.read_text()).get("lora", {})
         if lora:
-            rows = ["| images | background | foreground | shape | striped |", "|---|---|---|---|---|"]
+            rows = ["| images | background | foreground | shape | huge |", "|---|---|---|---|---|"]
             for name, acc in lora.items():
                 rows.append(f"| {name} | {_pct(acc['background'])} | {_pct(acc['foreground'])} | "
-                            f"{_pct(acc['shape'])} | {_pct(acc['striped'])} |")
-            lora_section = "\n## Optional LoRA: \"striped\"\n\n" + "\n".join(rows) + "\n"
+                            f"{_pct(acc['shape'])} | {_pct(acc['huge'])} |")
+            lora_section = LORA_PROSE + "\n".join(rows) + "\n"
 
     card = f"""# chisel-shapes: Chisel's built-in text-to-image model
 

@@ -37,7 +37,7 @@ from train.checker import accuracy, judge_batch  # noqa: E402
 from train.quick_eval import contact_sheet, eval_combos  # noqa: E402
 from train.scenes import Combo  # noqa: E402
 from train.shape_classifier import load_classifier  # noqa: E402
-from train.stripes import STRIPED_THRESHOLD, stripe_fraction, striped_caption  # noqa: E402
+from train.lora_style import is_huge, style_caption  # noqa: E402
 
 DEFAULT_CHECKPOINT = Path("models/checkpoints/chisel-shapes.safetensors")
 ATTRIBUTES = ("background", "foreground", "shape", "position", "size")
@@ -119,28 +119,23 @@ def run_eval(pipe: Pipeline, combos: Sequence[Combo], seeds: Sequence[int], s: S
     return accuracy(judge_batch(images, load_classifier()), asked), images, per_image
 
 
-def stripe_rate(images: Sequence[np.ndarray], combos: Sequence[Combo], seeds_per_combo: int) -> float:
-    """Fraction of images judged striped (train/stripes.py), images in (combo, seed) order."""
-    asked = [c for c in combos for _ in range(seeds_per_combo)]
-    return float(np.mean([stripe_fraction(im, c) > STRIPED_THRESHOLD for im, c in zip(images, asked)]))
-
-
 def lora_report(pipe: Pipeline, lora: Path, combos: Sequence[Combo], seeds: Sequence[int], s: Settings,
                 ) -> list[tuple[str, dict[str, float]]]:
-    """Adherence and stripe rate: striped captions with and without the LoRA, plain captions with it."""
+    """Adherence and the rate of huge shapes: "huge" captions with and without the LoRA, plain captions with it."""
     patched = with_lora(pipe, lora)
     rows = []
-    for name, p, caption in (("base model, striped captions", pipe, striped_caption),
-                             ("with LoRA, striped captions", patched, striped_caption),
-                             ("with LoRA, plain captions", patched, Combo.caption)):
+    for name, p, caption in (("base model, \"huge\" captions", pipe, style_caption),
+                             ("with LoRA, \"huge\" captions", patched, style_caption),
+                             ("with LoRA, plain captions", patched, Combo.caption),
+                             ("base model, plain captions", pipe, Combo.caption)):
         acc, images, _ = run_eval(p, combos, seeds, s, caption)
-        rows.append((name, {**acc, "striped": stripe_rate(images, combos, len(seeds))}))
+        rows.append((name, {**acc, "huge": float(np.mean([is_huge(im) for im in images]))}))
         print(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in rows[-1][1].items()), flush=True)
     return rows
 
 
 def markdown_table(rows: Sequence[tuple[str, dict[str, float]]], *, targets: bool = True) -> str:
-    columns = [c for c in (*ATTRIBUTES, "striped") if c in rows[0][1]]
+    columns = [c for c in (*ATTRIBUTES, "huge") if c in rows[0][1]]
     head = "| setting | " + " | ".join(columns) + " |\n|---|" + "---|" * len(columns) + "\n"
     body = "".join(f"| {name} | " + " | ".join(f"{100 * acc[a]:.0f} %" for a in columns) + " |\n"
                    for name, acc in rows)
@@ -162,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", type=int, default=RECOMMENDED.size, help="image side in pixels")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     parser.add_argument("--sheet", type=Path, default=None, help="save a contact sheet of the first CFG's images")
-    parser.add_argument("--lora", type=Path, default=None, help="also report this 'striped' LoRA (first CFG only)")
+    parser.add_argument("--lora", type=Path, default=None, help="also report this 'huge' LoRA (first CFG only)")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(2)

@@ -1,14 +1,14 @@
-"""Optional stage 5: a LoRA that teaches the exported model a style it lacks ("striped" shapes, train/stripes.py).
+"""Optional stage 5: a LoRA that teaches the exported model a style it lacks ("huge" shapes, train/lora_style.py).
 
 Low-rank adapters (Hu et al. 2021, "LoRA: Low-Rank Adaptation of Large Language Models") on every Linear layer of
 the UNet's transformer blocks and of the text encoder, trained against the exported checkpoint exactly as users load
-it (the VAE and base weights stay frozen). Half of each batch is striped scenes captioned with the word "striped",
-half plain scenes with plain captions, so the base behaviour is kept when the word is absent.
+it (the VAE and base weights stay frozen). Half of the pool is huge scenes captioned with the word "huge", half
+plain scenes with plain captions, so the base behaviour is kept when the word is absent.
 
 The file uses the LDM key layout ComfyUI's LoraLoader reads: `model.diffusion_model.<module>.lora_down.weight`,
 `.lora_up.weight`, `.alpha`, and `cond_stage_model.transformer.<module>...` for the text encoder.
 
-    .venv/bin/python -m train.lora_stage --run train/runs/lora-striped
+    .venv/bin/python -m train.lora_stage --run train/runs/lora-huge
 """
 
 from __future__ import annotations
@@ -39,14 +39,14 @@ from train.diffusion import add_noise, alphas_cumprod, min_snr_weight  # noqa: E
 from train.loop import LossLog, images_to_tensor, lr_at, step_generator, step_rng  # noqa: E402
 from train.scenes import render, sample_scene, split_combos  # noqa: E402
 from train.state import load_state, optimizer_tensors, restore_optimizer, save_state  # noqa: E402
-from train.stripes import render_striped, striped_caption  # noqa: E402
+from train.lora_style import style_caption, style_scene  # noqa: E402
 from train.text import CaptionTokens  # noqa: E402
 
 STAGE = 5
 UNET_PREFIX = "model.diffusion_model."
 TEXT_PREFIX = "cond_stage_model.transformer."
 DEFAULT_CHECKPOINT = Path("models/checkpoints/chisel-shapes.safetensors")
-DEFAULT_OUT = Path("models/loras/chisel-striped.safetensors")
+DEFAULT_OUT = Path("models/loras/chisel-huge.safetensors")
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ class LoraSchedule:
     lr: float = 1e-3
     warmup: int = 50
     pool_size: int = 4000
-    """Scenes encoded once; even indices striped, odd plain."""
+    """Scenes encoded once; even indices huge, odd plain."""
     caption_dropout: float = 0.1
     checkpoint_every: int = 250
     seed: int = 0
@@ -121,18 +121,19 @@ def _linear_targets(unet: nn.Module, text: nn.Module) -> tuple[dict[str, nn.Line
 
 
 def encode_lora_pool(checkpoint_vae: nn.Module, schedule: LoraSchedule, size: int, path: Path) -> dict[str, torch.Tensor]:
-    """Scaled latents of `pool_size` scenes (even indices striped) and their combo indices; cached at `path`."""
+    """Scaled latents of `pool_size` scenes (even indices huge) and their combo indices; cached at `path`."""
     if path.exists():
         return load_file(str(path))
     rng = np.random.default_rng([schedule.seed, STAGE])
     combos = split_combos("train")
     index = {c: i for i, c in enumerate(combos)}
     scenes = [sample_scene(rng, combos) for _ in range(schedule.pool_size)]
+    scenes = [style_scene(rng, s.combo) if i % 2 == 0 else s for i, s in enumerate(scenes)]
     latents = []
     with torch.no_grad():
         for start in tqdm(range(0, len(scenes), 64), desc="encode lora pool", mininterval=10, ascii=True):
             part = range(start, min(start + 64, len(scenes)))
-            images = [render_striped(scenes[i], size) if i % 2 == 0 else render(scenes[i], size) for i in part]
+            images = [render(scenes[i], size) for i in part]
             latents.append(checkpoint_vae.encode(images_to_tensor(images))[0] * LATENT_SCALE)
     pool = {"latent": torch.cat(latents).contiguous(),
             "combo": torch.tensor([index[s.combo] for s in scenes], dtype=torch.int64)}
@@ -192,7 +193,7 @@ def train_lora(run_dir: Path, checkpoint: Path, out: Path, schedule: LoraSchedul
                 if rng.random() < schedule.caption_dropout:
                     captions.append("")
                 else:
-                    captions.append(striped_caption(combo) if i % 2 == 0 else combo.caption())
+                    captions.append(style_caption(combo) if i % 2 == 0 else combo.caption())
             x0 = latents[torch.from_numpy(idx)]
             t = torch.from_numpy(rng.integers(0, len(abar), size=schedule.batch))
             noise = torch.randn(x0.shape, generator=gen)
@@ -214,13 +215,13 @@ def train_lora(run_dir: Path, checkpoint: Path, out: Path, schedule: LoraSchedul
     finally:
         adapters.detach_hooks()
     out.parent.mkdir(parents=True, exist_ok=True)
-    metadata = {"chisel.lora": f"'striped' style for {checkpoint.name}, rank {schedule.rank}, {schedule.steps} steps"}
+    metadata = {"chisel.lora": f"'huge' shapes for {checkpoint.name}, rank {schedule.rank}, {schedule.steps} steps"}
     save_file(adapters.file_tensors(prefix_of), str(out), metadata=metadata)
     return out
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Train the optional 'striped' LoRA (see train/lora_stage.py).")
+    parser = argparse.ArgumentParser(description="Train the optional 'huge' LoRA (see train/lora_stage.py).")
     parser.add_argument("--run", type=Path, required=True)
     parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)

@@ -120,7 +120,7 @@ def test_optimizer_state_round_trips_through_safetensors(tmp_path):
         torch.testing.assert_close(a, c, rtol=0, atol=0)
 
 
-def test_a_striped_lora_trains_on_the_export_and_loads_through_the_library(straight_run, tmp_path):
+def test_a_style_lora_trains_on_the_export_and_loads_through_the_library(straight_run, tmp_path):
     from nodes.diffusion.lora import apply_lora, load_lora_file
     from train.eval import load_pipeline
     from train.lora_stage import LoraSchedule, train_lora
@@ -128,7 +128,7 @@ def test_a_striped_lora_trains_on_the_export_and_loads_through_the_library(strai
     run_dir, vae, nets = straight_run
     checkpoint = tmp_path / "tiny.safetensors"
     export_checkpoint(checkpoint, TINY, vae=vae, nets=nets, run_dir=run_dir)
-    out = train_lora(tmp_path / "lora", checkpoint, tmp_path / "striped.safetensors",
+    out = train_lora(tmp_path / "lora", checkpoint, tmp_path / "huge.safetensors",
                      LoraSchedule(rank=2, steps=3, batch=4, pool_size=8, checkpoint_every=100))
     lora = load_lora_file(out)
     assert lora.unet and lora.text and not lora.unreadable
