@@ -207,6 +207,10 @@ def run_workflow(config: ServerConfig, workflow: Path, overrides: Sequence[str],
     err = err or sys.stderr
     try:
         folders = ServerFolders.from_config(config)
+        for kind in ("input", "output", "temp"):
+            folders.directory(kind).mkdir(parents=True, exist_ok=True)
+        # Before validation: LoadImage's file list must already hold the ready workflows' example inputs.
+        folders.install_examples(config.workflows_dir / "assets")
         registry, _ = build_registry(config, folders)
         prompt, extra_pnginfo = load_prompt(workflow, registry)
         prompt = apply_overrides(prompt, overrides, registry)
@@ -218,9 +222,6 @@ def run_workflow(config: ServerConfig, workflow: Path, overrides: Sequence[str],
         print("chisel run: the prompt failed validation", file=err)
         print(json.dumps(exc.payload, indent=2, default=str), file=err)
         return EXIT_USAGE
-    for kind in ("input", "output", "temp"):
-        folders.directory(kind).mkdir(parents=True, exist_ok=True)
-    folders.install_examples(config.workflows_dir / "assets")
     services = build_services(config, folders)
     outcome = _execute(config, registry, services, graph, extra_pnginfo, err=err, progress=progress)
     if outcome.status == "interrupted":

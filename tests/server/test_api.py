@@ -279,11 +279,13 @@ async def test_embeddings_and_models_list_files(client, config):
     assert await (await client.get("/embeddings")).json() == ["bad-hands"]
     kinds = await (await client.get("/models")).json()
     assert "checkpoints" in kinds and "loras" in kinds and "vae_approx" in kinds
-    assert await (await client.get("/models/checkpoints")).json() == ["sub/m.safetensors"]
+    # The built-in model (the repository's models/, searched after the base directory's) is listed too.
+    assert await (await client.get("/models/checkpoints")).json() == ["chisel-shapes.safetensors", "sub/m.safetensors"]
     missing = await client.get("/models/nope")
     assert missing.status == 404 and (await missing.json())["error"]["type"] == "unknown_folder"
     browser = await (await client.get("/experiment/models/checkpoints")).json()
-    assert browser == [{"name": "sub/m.safetensors", "pathIndex": 0}]
+    assert browser[-1] == {"name": "sub/m.safetensors", "pathIndex": 0}
+    assert browser[0]["name"] == "chisel-shapes.safetensors" and browser[0]["pathIndex"] > 0
 
 
 async def test_view_metadata_reads_the_safetensors_header(client, config):

@@ -39,7 +39,8 @@ relative:
 
 
 def folders_for(tmp_path: Path, *yaml_files: Path) -> ServerFolders:
-    config = ServerConfig.create(tmp_path / "base", extra_model_paths=yaml_files)
+    # Without the repository's bundled models/ (the built-in model): these tests are about the folder mechanics.
+    config = ServerConfig(base_dir=tmp_path / "base", extra_model_paths=yaml_files, bundled_models_dir=None)
     folders = ServerFolders.from_config(config)
     folders.create_directories()
     return folders
@@ -207,3 +208,17 @@ def test_temp_that_contains_other_folders_is_never_emptied(tmp_path, where, monk
     with pytest.raises(PathRefused, match="refusing to empty"):
         folders.empty_temp()
     assert keep.is_file()
+
+
+def test_the_bundled_models_folder_is_searched_after_the_base_directorys(tmp_path):
+    bundled = tmp_path / "repo-models"
+    touch(bundled / "checkpoints" / "builtin.safetensors", b"bundled")
+    touch(bundled / "checkpoints" / "shared.safetensors", b"bundled")
+    config = ServerConfig(base_dir=tmp_path / "base", bundled_models_dir=bundled)
+    folders = ServerFolders.from_config(config)
+    folders.create_directories()
+    own = touch(config.models_dir / "checkpoints" / "shared.safetensors", b"mine")
+    assert folders.model_files("checkpoints") == ["builtin.safetensors", "shared.safetensors"]
+    assert folders.model_path("checkpoints", "shared.safetensors") == own.resolve()
+    assert folders.model_path("checkpoints", "builtin.safetensors").read_bytes() == b"bundled"
+    assert folders.search_dirs("checkpoints")[-1] == bundled / "checkpoints"

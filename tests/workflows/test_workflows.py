@@ -3,7 +3,6 @@ each editor file converts to its API prompt; a saved PNG carries a workflow that
 
 from __future__ import annotations
 
-import io
 import json
 
 import pytest
@@ -18,8 +17,8 @@ from server.workflow import convert_workflow, read_png_metadata
 WORKFLOWS = REPO_ROOT / "workflows"
 NAMES = sorted(p.stem for p in WORKFLOWS.glob("*.json"))
 # (width, height, images) each workflow's SaveImage writes, as the workflow sets it up.
-EXPECTED = {"txt2img": (128, 128, 4), "img2img": (128, 128, 1), "inpaint": (128, 128, 1),
-            "hires-fix": (256, 256, 1), "area-composition": (256, 128, 1), "lora": (128, 128, 1)}
+EXPECTED = {"txt2img": (64, 64, 4), "img2img": (64, 64, 1), "inpaint": (64, 64, 1),
+            "hires-fix": (128, 128, 1), "area-composition": (128, 64, 1), "lora": (64, 64, 1)}
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +61,7 @@ def test_a_saved_png_carries_the_workflow_and_it_loads_back_to_the_same_graph(tm
     assert chisel(["run", str(source), "--base-dir", str(tmp_path)]) == 0
     capsys.readouterr()
     [png] = (tmp_path / "output").glob("*.png")
-    metadata = read_png_metadata(io.BytesIO(png.read_bytes()))
+    metadata = read_png_metadata(png.read_bytes())
     original = json.loads(source.read_text())
     assert metadata["workflow"]["nodes"] == original["nodes"]
     assert metadata["workflow"]["links"] == original["links"]
