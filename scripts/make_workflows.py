@@ -25,8 +25,8 @@ from server.workflow import api_to_workflow, convert_workflow  # noqa: E402
 from train.scenes import Combo, Scene, render  # noqa: E402
 
 CHECKPOINT = "chisel-shapes.safetensors"
-LORA = "chisel-striped.safetensors"
-SIZE = 128  # the resolution the built-in model was trained at
+LORA = "chisel-huge.safetensors"  # the optional LoRA (train.lora_stage): "huge" shapes
+SIZE = 64  # the resolution the built-in model was trained at
 SAMPLER = {"steps": 20, "cfg": 2.0, "sampler_name": "euler", "scheduler": "normal"}  # the model card's defaults
 NEGATIVE = ""  # the model learned the unconditional branch from empty captions (caption dropout)
 
@@ -94,7 +94,7 @@ WORKFLOWS: dict[str, dict[str, Any]] = {
         **ksampler("3", ["11", 0], seed=3), **decode_and_save(["3", 0], "chisel-inpaint"),
     },
     "hires-fix": {
-        **loader(), **text("6", "a large orange triangle in the center on a black background", "Positive Prompt"),
+        **loader(), **text("6", "a large yellow star in the center on a purple background", "Positive Prompt"),
         **text("7", NEGATIVE, "Negative Prompt"), **empty_latent(),
         **ksampler("3", ["5", 0], seed=11, title="KSampler (first pass)"),
         "10": {"class_type": "LatentUpscaleBy", "inputs": {"samples": ["3", 0], "upscale_method": "nearest-exact",
@@ -102,31 +102,29 @@ WORKFLOWS: dict[str, dict[str, Any]] = {
         **ksampler("11", ["10", 0], seed=11, denoise=0.5, title="KSampler (second pass)"),
         **decode_and_save(["11", 0], "chisel-hires"),
     },
+    # Two prompts, each on its half of a double-width canvas. The areas overlap by 16 px so their feathered edges
+    # blend instead of leaving a seam; every pixel is covered by an area, so no whole-image prompt dilutes them.
     "area-composition": {
-        **loader(), **text("6", "a white background", "Whole Image"), **text("7", NEGATIVE, "Negative Prompt"),
-        **empty_latent(width=2 * SIZE, height=SIZE),
+        **loader(), **text("7", NEGATIVE, "Negative Prompt"), **empty_latent(width=2 * SIZE, height=SIZE),
         **text("12", "a large red circle in the center on a white background", "Left Prompt"),
-        "13": {"class_type": "ConditioningSetArea", "inputs": {"conditioning": ["12", 0], "width": SIZE,
+        "13": {"class_type": "ConditioningSetArea", "inputs": {"conditioning": ["12", 0], "width": SIZE + 8,
                                                                "height": SIZE, "x": 0, "y": 0, "strength": 1.0},
                "_meta": {"title": "Left Area"}},
         **text("14", "a large blue square in the center on a white background", "Right Prompt"),
-        "15": {"class_type": "ConditioningSetArea", "inputs": {"conditioning": ["14", 0], "width": SIZE,
-                                                               "height": SIZE, "x": SIZE, "y": 0, "strength": 1.0},
+        "15": {"class_type": "ConditioningSetArea", "inputs": {"conditioning": ["14", 0], "width": SIZE + 8,
+                                                               "height": SIZE, "x": SIZE - 8, "y": 0, "strength": 1.0},
                "_meta": {"title": "Right Area"}},
         "16": {"class_type": "ConditioningCombine", "inputs": {"conditioning_1": ["13", 0],
                                                                "conditioning_2": ["15", 0]},
                "_meta": {"title": "Combine Areas"}},
-        "17": {"class_type": "ConditioningCombine", "inputs": {"conditioning_1": ["6", 0],
-                                                               "conditioning_2": ["16", 0]},
-               "_meta": {"title": "Combine With Whole Image"}},
-        **ksampler("3", ["5", 0], seed=5, positive=["17", 0]), **decode_and_save(["3", 0], "chisel-area"),
+        **ksampler("3", ["5", 0], seed=5, positive=["16", 0]), **decode_and_save(["3", 0], "chisel-area"),
     },
     "lora": {
         **loader(),
         "10": {"class_type": "LoraLoader", "inputs": {"model": ["4", 0], "clip": ["4", 1], "lora_name": LORA,
                                                       "strength_model": 1.0, "strength_clip": 1.0},
                "_meta": {"title": "Load LoRA"}},
-        **text("6", "a large striped red circle in the center on a white background", "Positive Prompt",
+        **text("6", "a huge red star on a blue background", "Positive Prompt",
                clip=["10", 1]),
         **text("7", NEGATIVE, "Negative Prompt", clip=["10", 1]), **empty_latent(),
         **ksampler("3", ["5", 0], seed=9, model=["10", 0]), **decode_and_save(["3", 0], "chisel-lora"),

@@ -49,7 +49,7 @@ class Settings:
     """The KSampler / EmptyLatentImage widgets of one evaluation."""
 
     steps: int = 20
-    cfg: float = 1.5
+    cfg: float = 2.0
     sampler: str = "euler"
     scheduler: str = "normal"
     size: int = 64
@@ -158,6 +158,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     parser.add_argument("--sheet", type=Path, default=None, help="save a contact sheet of the first CFG's images")
     parser.add_argument("--lora", type=Path, default=None, help="also report this 'huge' LoRA (first CFG only)")
+    parser.add_argument("--variants", nargs="*", default=[], metavar="SAMPLER/SCHEDULER/STEPS",
+                        help="other sampler settings, evaluated at the first --cfg value")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(2)
@@ -176,6 +178,16 @@ def main(argv: list[str] | None = None) -> None:
               flush=True)
         if i == 0 and args.sheet is not None:
             contact_sheet(images[:64], columns=8).save(args.sheet)
+    for variant in args.variants:
+        sampler, scheduler, steps = variant.split("/")
+        s = Settings(steps=int(steps), cfg=args.cfg[0], sampler=sampler, scheduler=scheduler, size=args.size)
+        acc, images, per_image = run_eval(pipe, combos, seeds, s)
+        name = f"{s.sampler}/{s.scheduler}, {s.steps} steps, CFG {s.cfg:g}"
+        rows.append((name, acc))
+        results.append({"settings": s.__dict__, "accuracy": acc, "seconds_per_image": per_image,
+                        "images": len(images)})
+        print(f"{name}: " + ", ".join(f"{a} {acc[a]:.3f}" for a in ATTRIBUTES) + f" ({per_image:.2f} s/image)",
+              flush=True)
     print(markdown_table(rows))
     lora_rows = []
     if args.lora is not None:
