@@ -99,6 +99,22 @@ def validate_prompt(prompt: Any, registry: Registry, *,
 
     partial_execution_targets  run only these node ids (and what they need) instead of every output node
     """
+    validator, outputs = _prepare(prompt, registry, partial_execution_targets)
+    return validator.run(outputs)
+
+
+def check_prompt(prompt: Any, registry: Registry, *,
+                 partial_execution_targets: Sequence[str] | None = None) -> tuple[str, ...]:
+    """Validate an API prompt as validate_prompt does, without building its Graph: the outputs to execute, or
+    PromptError. For POST /prompt, which only queues: the worker validates again and builds the graph when the
+    prompt runs (files may have changed by then), so the cache signatures are not computed twice."""
+    validator, outputs = _prepare(prompt, registry, partial_execution_targets)
+    validator.check(outputs)
+    return tuple(outputs)
+
+
+def _prepare(prompt: Any, registry: Registry,
+             partial_execution_targets: Sequence[str] | None) -> tuple[_Validator, list[str]]:
     if prompt is None:
         raise PromptError(_top("no_prompt", "No prompt provided", "The request has no 'prompt'"))
     if not isinstance(prompt, Mapping):
@@ -106,7 +122,7 @@ def validate_prompt(prompt: Any, registry: Registry, *,
                                f"the prompt must be an object of nodes by id, got {type(prompt).__name__}"))
     specs = _check_nodes(prompt, registry)
     outputs = _outputs(prompt, specs, partial_execution_targets)
-    return _Validator(prompt, specs, registry).run(outputs)
+    return _Validator(prompt, specs, registry), outputs
 
 
 # ---- structure and node types -----------------------------------------------------------------------------------
@@ -169,10 +185,15 @@ class _Validator:
         self.checked: dict[str, tuple[dict[str, Any], dict[str, Link]]] = {}
         self._choices: dict[int, Any] = {}
 
-    def run(self, outputs: list[str]) -> Graph:
+    def check(self, outputs: list[str]) -> list[str]:
+        """Validate every node the outputs need; their topological order, or PromptError."""
         order = self._order(outputs)
         if self.errors:
             raise self._failure(outputs)
+        return order
+
+    def run(self, outputs: list[str]) -> Graph:
+        order = self.check(outputs)
         nodes = {node_id: self._node(node_id) for node_id in order}
         return Graph(nodes=MappingProxyType(nodes), outputs=tuple(outputs), order=tuple(order), prompt=self.prompt)
 

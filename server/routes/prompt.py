@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from server.graph import PromptError, validate_prompt
+from server.graph import PromptError, check_prompt
 from server.queue import JOB_STATUSES, DuplicatePromptId
 from server.routes.errors import ApiError, bad_request, int_param, not_found, read_json
 from server.routes.state import STATE, AppState
@@ -58,14 +58,14 @@ async def post_prompt(request: web.Request) -> web.Response:
     if targets is not None and (not isinstance(targets, list) or not all(isinstance(t, str) for t in targets)):
         raise _field_error("partial_execution_targets", "must be a list of node ids (strings)", targets)
     try:
-        graph = validate_prompt(body["prompt"], state.registry, partial_execution_targets=targets)
+        outputs = check_prompt(body["prompt"], state.registry, partial_execution_targets=targets)
     except PromptError as err:
         raise ApiError(400, err.error.get("type", "invalid_prompt"), err.error.get("message", "Invalid prompt"),
                        err.error.get("details", ""), err.error.get("extra_info"),
                        body_extra={"node_errors": err.node_errors}) from None
     try:
         prompt_id, number = state.engine.worker.enqueue(
-            body["prompt"], outputs_to_execute=list(graph.outputs), extra_data=extra_data, client_id=client_id,
+            body["prompt"], outputs_to_execute=list(outputs), extra_data=extra_data, client_id=client_id,
             prompt_id=prompt_id, number=number, front=bool(front))
     except DuplicatePromptId as exc:
         raise ApiError(409, "duplicate_prompt_id", "prompt_id is already used", str(exc),

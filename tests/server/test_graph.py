@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from server.graph import PromptError, validate_prompt
+from server.graph import PromptError, check_prompt, validate_prompt
 from tests.server import engine_nodes as E
 
 
@@ -182,6 +182,15 @@ def test_partial_execution_targets_validate_only_what_they_need(reg):
     assert graph.outputs == ("okout",) and "p" not in graph.nodes
     assert rejected(prompt, reg, partial_execution_targets=["ghost"]).type == "invalid_prompt"
     assert rejected(prompt, reg, partial_execution_targets="okout").type == "invalid_prompt"
+
+
+def test_check_prompt_accepts_and_refuses_exactly_as_validate_prompt(reg):
+    prompt = {**E.chain(2, prefix="ok"), **pick(mode="medium")}
+    assert check_prompt(prompt, reg, partial_execution_targets=["okout"]) == ("okout",)
+    with pytest.raises(PromptError) as checked:
+        check_prompt(prompt, reg)
+    assert checked.value.payload == rejected(prompt, reg).payload
+    assert check_prompt(E.chain(3), reg) == validate_prompt(E.chain(3), reg).outputs
 
 
 def test_undeclared_inputs_are_ignored(reg):
