@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,12 +102,12 @@ class Server:
             self.process.kill()
 
 
-def start_server(base_dir: Path) -> Server:
+def start_server(base_dir: Path, extra_args: Sequence[str] = ()) -> Server:
     custom = base_dir / "custom_nodes"
     custom.mkdir(parents=True, exist_ok=True)
     (custom / "bench_hold.py").write_text(HOLD_PACK)
     process = subprocess.Popen([sys.executable, "-m", "server", "serve", "--port", "0", "--base-dir", str(base_dir),
-                                "--preview-method", "none"], cwd=REPO, stdout=subprocess.PIPE,
+                                "--preview-method", "none", *extra_args], cwd=REPO, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     assert process.stdout is not None
     deadline = time.monotonic() + 120

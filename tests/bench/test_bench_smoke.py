@@ -108,3 +108,16 @@ def test_sdxl_weights_map_onto_diffusers_strictly():
     mapped = unet_speed.diffusers_state_dict(ours.state_dict(), cfg)
     assert len(mapped) == len(ours.state_dict())
     twin.load_state_dict(mapped, strict=True, assign=True)
+
+
+def test_first_prompt_tiny_times_a_real_server_from_start_to_each_image(capsys, tmp_path):
+    from bench import first_prompt
+
+    saved = tmp_path / "first.txt"
+    assert first_prompt.main(["--tiny", "--save", str(saved)]) == 0
+    out = capsys.readouterr().out
+    rows = _rows(out, "server start") + _rows(out, "built-in model") + _rows(out, "tiny layout")
+    assert len(rows) == 6, out
+    assert all(_seconds(row[1]) > 0 for row in rows)
+    assert "first prompt incl. load" in rows[1][0] and "first prompt incl. load" in rows[3][0]
+    assert saved.read_text().startswith("date: ")
