@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from tests.e2e.conftest import TINY_CHECKPOINT, restart
+from tests.e2e.conftest import restart
 from tests.e2e.editor import (
     add_node_by_search, connect, drag, drop_file, js, node_ids, nodes, open_editor, open_workflow, pick_combo, screen,
     set_number, type_prompt, wait_for,
@@ -20,6 +20,7 @@ from tests.e2e.editor import (
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
+BUILTIN_CHECKPOINT = "chisel-shapes.safetensors"
 
 
 def default_workflow() -> dict:
@@ -63,6 +64,27 @@ def result_image_size(page, node_id: int) -> list[int]:
     }""", node_id)
 
 
+def result_colour_shares(page, node_id: int) -> dict[str, float]:
+    """Shares of clearly red and clearly blue pixels in the image the node shows (read back from a canvas)."""
+    return js(page, """async (id) => {
+      const c = window.chisel; const doc = c.workspace.active;
+      const [url] = c.controller.imageUrls(doc, doc.graph.getNode(id));
+      const img = new Image(); img.src = url; await img.decode();
+      const canvas = document.createElement('canvas');
+      canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
+      const ctx = canvas.getContext('2d'); ctx.drawImage(img, 0, 0);
+      const px = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
+      let red = 0, blue = 0;
+      for (let i = 0; i < px.length; i += 4) {
+        const [r, g, b] = [px[i], px[i + 1], px[i + 2]];
+        if (r > g + 80 && r > b + 80) red++;
+        if (b > r + 80 && b > g + 50) blue++;
+      }
+      const n = px.length / 4;
+      return { red: red / n, blue: blue / n };
+    }""", node_id)
+
+
 def test_txt2img_built_from_empty_canvas_by_search_and_drag_runs_with_progress_and_result(server, page) -> None:
     open_editor(page, server.url)
     page.click(".tab-new")
@@ -96,17 +118,18 @@ def test_txt2img_built_from_empty_canvas_by_search_and_drag_runs_with_progress_a
     links = {tuple(n["inputs"]) != () and n["type"]: n["inputs"] for n in nodes(page)}
     assert all(link is not None for ins in links.values() for link in ins), links
 
-    pick_combo(page, ckpt, "ckpt_name", TINY_CHECKPOINT)
+    # The built-in model (the repository's models/, found after the base directory's own), as a user would pick it.
+    pick_combo(page, ckpt, "ckpt_name", BUILTIN_CHECKPOINT)
     set_number(page, latent, "width", 64)
     set_number(page, latent, "height", 64)
-    set_number(page, ks, "steps", 3)
+    set_number(page, ks, "steps", 8)
+    set_number(page, ks, "cfg", 2)
     pick_combo(page, ks, "control_after_generate", "fixed")
-    type_prompt(page, pos, "a red cube on a table")
-    type_prompt(page, neg, "blurry")
+    type_prompt(page, pos, "a large red circle on a blue background")
     values = {n["type"]: n["widgets_values"] for n in nodes(page)}
-    assert values["CheckpointLoaderSimple"] == [TINY_CHECKPOINT]
+    assert values["CheckpointLoaderSimple"] == [BUILTIN_CHECKPOINT]
     assert values["EmptyLatentImage"] == [64, 64, 1]
-    assert values["KSampler"][1:3] == ["fixed", 3]
+    assert values["KSampler"][1:4] == ["fixed", 8, 2]
 
     js(page, """() => {
       window.__progress = []; window.__labels = new Set();
@@ -119,10 +142,13 @@ def test_txt2img_built_from_empty_canvas_by_search_and_drag_runs_with_progress_a
                    "|| window.chisel.workspace.active.exec.errors.size", 180, save)
     assert page.locator(".error-panel:not([hidden])").count() == 0, page.inner_text(".error-panel")
     progress = js(page, "window.__progress")
-    assert [p["value"] for p in progress if str(p["node"]) == str(ks)] == [1, 2, 3]
+    assert [p["value"] for p in progress if str(p["node"]) == str(ks)] == list(range(1, 9))
     assert any(label.startswith("KSampler") for label in js(page, "[...window.__labels]")), "no progress in the top bar"
     assert js(page, "window.chisel.workspace.active.exec.running") is None
     assert result_image_size(page, save) == [64, 64]
+    # The image follows the prompt: a blue background with a red shape on it (the model card's checker, simplified).
+    shares = result_colour_shares(page, save)
+    assert shares["blue"] > 0.4 and 0.05 < shares["red"] < 0.5, shares
 
 
 def test_png_with_an_embedded_workflow_opens_when_dropped(server, page) -> None:
