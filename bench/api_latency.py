@@ -163,14 +163,19 @@ class Client:
             raise RuntimeError(f"POST /prompt: {response.status} {await response.text()}")
         await response.read()
 
-    async def post_to_done(self, prompt: dict[str, Any]) -> float:
+    async def run(self, prompt: dict[str, Any], timeout: float = 300) -> tuple[str, float]:
+        """Queue the prompt and wait for its final executing message: (prompt_id, seconds from POST to done)."""
         prompt_id = uuid.uuid4().hex
         done = asyncio.get_running_loop().create_future()
         self.waiters[prompt_id] = done
         started = time.perf_counter()
         await self.post_prompt(prompt, prompt_id)
-        finished = await asyncio.wait_for(done, 300)
-        return (finished - started) * 1000
+        finished = await asyncio.wait_for(done, timeout)
+        return prompt_id, finished - started
+
+    async def post_to_done(self, prompt: dict[str, Any]) -> float:
+        """Milliseconds from POST to done."""
+        return (await self.run(prompt))[1] * 1000
 
 
 async def measure(url: str, repeat: int) -> tuple[dict[str, list[float]], int]:

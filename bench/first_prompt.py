@@ -29,7 +29,6 @@ import json
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -68,17 +67,12 @@ def builtin_graph(seed: int) -> dict[str, Any]:
 
 async def timed_prompt(client: Client, prompt: dict[str, Any]) -> float:
     """Seconds from POST /prompt to the prompt's last executing message; raises if it did not succeed."""
-    prompt_id = uuid.uuid4().hex
-    done = asyncio.get_running_loop().create_future()
-    client.waiters[prompt_id] = done
-    started = time.perf_counter()
-    await client.post_prompt(prompt, prompt_id)
-    finished = await asyncio.wait_for(done, 1800)
+    prompt_id, seconds = await client.run(prompt, timeout=1800)
     history = await (await client.session.get(f"{client.url}/history/{prompt_id}")).json()
     status = history.get(prompt_id, {}).get("status", {})
     if status.get("status_str") != "success":
         raise RuntimeError(f"the prompt failed: {json.dumps(status)[:2000]}")
-    return finished - started
+    return seconds
 
 
 async def run_prompts(url: str, prompts: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, float]]:
