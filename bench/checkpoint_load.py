@@ -319,8 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     text = report(measured, file_bytes, args)
     print(text)
     if args.save is not None:
-        command = "python -m bench.checkpoint_load " + " ".join(argv if argv is not None else sys.argv[1:])
-        save_report(args.save, f"{header}\ncommand: {command}\n\n{text}")
+        save_report(args.save, text, header=header, module="bench.checkpoint_load", argv=argv)
     return 0
 
 

@@ -275,9 +275,12 @@ def machine_description(code_paths: Sequence[str] = ()) -> str:
     return "\n".join(parts)
 
 
-def save_report(path: str | os.PathLike[str], text: str) -> Path:
-    """Write a report (creating its folder) and return its path."""
+def save_report(path: str | os.PathLike[str], text: str, *, header: str, module: str,
+                argv: Sequence[str] | None) -> Path:
+    """Write a report under its machine header and the command that made it (creating the folder); its path."""
+    command = f"python -m {module} " + " ".join(argv if argv is not None else sys.argv[1:])
+    body = f"{header}\ncommand: {command}\n\n{text}"
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
+    target.write_text(body if body.endswith("\n") else body + "\n", encoding="utf-8")
     return target

@@ -146,8 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     text = report(start_s, rows, file_bytes, args.weight_dtype)
     print(text)
     if args.save is not None:
-        command = "python -m bench.first_prompt " + " ".join(argv if argv is not None else sys.argv[1:])
-        save_report(args.save, f"{header}\ncommand: {command}\n\n{text}")
+        save_report(args.save, text, header=header, module="bench.first_prompt", argv=argv)
     return 0
 
 

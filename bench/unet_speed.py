@@ -490,8 +490,7 @@ def main(argv: list[str] | None = None) -> int:
     text = report(results, args)
     print(text)
     if args.save is not None:
-        command = "python -m bench.unet_speed " + " ".join(argv if argv is not None else sys.argv[1:])
-        save_report(args.save, f"{header}\ncommand: {command}\n\n{text}")
+        save_report(args.save, text, header=header, module="bench.unet_speed", argv=argv)
     return 0
 
 
