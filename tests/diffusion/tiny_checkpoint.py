@@ -83,3 +83,41 @@ def write_tiny_sd1_checkpoint(
     path = Path(path)
     save_sd1_checkpoint(path, unet=unet, vae=vae, text_encoder=text_encoder, metadata=metadata)
     return TinyCheckpoint(path, unet, vae, text_encoder)
+
+
+def write_tiny_family_checkpoint(path: str | Path, family: str, *, seed: int = 0) -> Path:
+    """A tiny random single file in the SD2.x ("sd2": OpenCLIP-H slot, linear projections, 64-wide heads) or SDXL
+    ("sdxl": CLIP-L + OpenCLIP-bigG slots, label_emb with SDXL's 2816 adm inputs) key layout, detected as that
+    family by `load_checkpoint` from its shapes alone. SD1: use write_tiny_sd1_checkpoint."""
+    from nodes.diffusion.checkpoint import UNET_PREFIX, VAE_PREFIX
+    from nodes.diffusion.families import SD2, SDXL
+    from nodes.diffusion.safetensors_io import save_atomic
+    from nodes.diffusion.text_encoders import checkpoint_state_dict
+
+    open_clip = dict(layers=2, heads=1, intermediate=128, activation="gelu", pad_token=0)
+    if family == "sd2":
+        slots = SD2.text_encoders
+        encoders = [TextEncoderConfig("open_clip", width=64, projection_dim=64, **open_clip)]
+        adm = None
+    elif family == "sdxl":
+        slots = SDXL.text_encoders
+        encoders = [TextEncoderConfig("clip_l_hf", width=32, layers=2, heads=default_heads(32), intermediate=128),
+                    TextEncoderConfig("open_clip", width=32, projection_dim=1280, **open_clip)]
+        adm = 1280 + 6 * 256  # clip_g's pooled projection + six 256-wide size embeddings = SDXL's 2816
+    else:
+        raise ValueError(f"unknown family {family!r}")
+    unet_cfg = UNetConfig(model_channels=64, channel_mult=(1, 2), num_res_blocks=1, transformer_depth=(1, 1),
+                          transformer_depth_middle=1, transformer_depth_output=(1, 1),
+                          context_dim=sum(c.width for c in encoders), num_heads=None, num_head_channels=64,
+                          use_linear_in_transformer=True, adm_in_channels=adm)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet, vae = UNetModel(unet_cfg), AutoencoderKL(VAEConfig(ch=32, ch_mult=(1, 1, 1, 1), num_res_blocks=1))
+        text = [build_text_encoder(c) for c in encoders]
+    tensors = {UNET_PREFIX + k: v for k, v in unet.state_dict().items()}
+    tensors |= {VAE_PREFIX + k: v for k, v in vae.state_dict().items()}
+    for slot, module, cfg in zip(slots, text, encoders):
+        tensors |= checkpoint_state_dict(module, slot.prefix, cfg)
+    path = Path(path)
+    save_atomic(path, tensors)
+    return path
