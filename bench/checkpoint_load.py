@@ -11,7 +11,7 @@ afterwards. Then, each in a fresh process so peak memory is its own, in the same
 - read:    the file's bytes read sequentially and thrown away (the disk / page-cache floor);
 - naive:   `safetensors.torch.load_file` of the whole file, the three modules built with their default random
            initialisation, `load_state_dict` (what a straightforward loader does);
-- Chisel:  `nodes.diffusion.checkpoint.load_checkpoint(path, device="cpu")`: detection from the header, modules
+- Chisel:  `diffusion.checkpoint.load_checkpoint(path, device="cpu")`: detection from the header, modules
            built on the meta device, each tensor read once (memory-mapped), converted and assigned.
 
 Cold rows drop the file from the page cache first (fsync + posix_fadvise DONTNEED, only this file); warm rows read
@@ -51,17 +51,17 @@ from bench.common import (
     table,
     worker_main,
 )
-from nodes.diffusion.checkpoint import DDPM_BUFFERS, UNET_PREFIX, VAE_PREFIX
-from nodes.diffusion.families import SD1
-from nodes.diffusion.text_encoders import (
+from diffusion.checkpoint import DDPM_BUFFERS, UNET_PREFIX, VAE_PREFIX
+from diffusion.families import SD1
+from diffusion.text_encoders import (
     CLIP_L,
     TextEncoderConfig,
     build_text_encoder,
     checkpoint_state_dict,
     default_heads,
 )
-from nodes.diffusion.unet import UNetConfig, UNetModel
-from nodes.diffusion.vae import AutoencoderKL, VAEConfig
+from diffusion.unet import UNetConfig, UNetModel
+from diffusion.vae import AutoencoderKL, VAEConfig
 
 Preset = Literal["sd15", "tiny"]
 Method = Literal["read", "naive", "chisel"]
@@ -153,9 +153,9 @@ def read_through(path: Path) -> int:
 def _naive_load(path: Path) -> dict[str, torch.nn.Module]:
     from safetensors.torch import load_file
 
-    from nodes.diffusion.checkpoint import detect_layout
-    from nodes.diffusion.safetensors_io import read_header
-    from nodes.diffusion.text_encoders import text_encoder_state_dict
+    from diffusion.checkpoint import detect_layout
+    from diffusion.safetensors_io import read_header
+    from diffusion.text_encoders import text_encoder_state_dict
 
     layout = detect_layout(read_header(path).shapes, path=path)  # the same configurations ours reads
     tensors = load_file(str(path))  # every tensor, in the file's dtype
@@ -173,7 +173,7 @@ def _naive_load(path: Path) -> dict[str, torch.nn.Module]:
 
 
 def _chisel_load(path: Path) -> dict[str, torch.nn.Module]:
-    from nodes.diffusion.checkpoint import load_checkpoint
+    from diffusion.checkpoint import load_checkpoint
 
     loaded = load_checkpoint(path, device="cpu")
     assert loaded.vae is not None
@@ -307,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.worker is not None:
         return worker_main(measure_load, args.worker)
-    header = machine_description(["nodes/diffusion/checkpoint.py", "nodes/diffusion/safetensors_io.py"])
+    header = machine_description(["diffusion/checkpoint.py", "diffusion/safetensors_io.py"])
     folder = Path(tempfile.mkdtemp(prefix="chisel-load-bench-", dir=args.dir))
     try:
         path = folder / f"{args.preset}-{args.dtype}-random.safetensors"

@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weight-dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
     parser.add_argument("--save", type=Path, default=None, help="also write the report (with a machine header) here")
     args = parser.parse_args(argv)
-    header = machine_description(["server", "nodes/diffusion"])
+    header = machine_description(["server", "diffusion"])
     preset = "tiny" if args.tiny else "sd15"
     side = args.side or (64 if args.tiny else 256)
     with tempfile.TemporaryDirectory(prefix="chisel-first-prompt-") as tmp:

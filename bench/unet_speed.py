@@ -7,7 +7,7 @@
 One step is what a CFG sampler does per step: one UNet call on a batch of 2 (the prompt and the negative prompt
 share the latent; 77 context tokens each), the CFG mix (scale 7.5) and an Euler update. Both models get the same
 inputs and the same random weights: ours is built from a seed, and diffusers' model is built on the meta device and
-given our tensors through the diffusers <-> LDM name map (`nodes.diffusion.lora_keys.unet_diffusers_to_ldm`), so the
+given our tensors through the diffusers <-> LDM name map (`diffusion.lora_keys.unet_diffusers_to_ldm`), so the
 comparison is the same arithmetic; the report shows the largest output difference to prove it.
 
 Timing: both models live in one process on the very same weight tensors and take their steps in turns (AB, BA, ...),
@@ -51,7 +51,7 @@ from bench.common import (
     table,
     worker_main,
 )
-from nodes.diffusion.unet import UNetConfig, UNetModel
+from diffusion.unet import UNetConfig, UNetModel
 
 Family = Literal["sd15", "sdxl", "tiny"]
 ModelKind = Literal["chisel", "diffusers"]
@@ -150,7 +150,7 @@ def diffusers_unet_config(cfg: UNetConfig) -> dict[str, Any]:
 
 def diffusers_state_dict(ours: dict[str, torch.Tensor], cfg: UNetConfig) -> dict[str, torch.Tensor]:
     """Our UNet state dict under diffusers' names (the same tensors, not copies)."""
-    from nodes.diffusion.lora_keys import unet_diffusers_to_ldm
+    from diffusion.lora_keys import unet_diffusers_to_ldm
 
     out: dict[str, torch.Tensor] = {}
     for diffusers_name, ldm_name in unet_diffusers_to_ldm(cfg).items():
@@ -209,7 +209,7 @@ UNetCall = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x batch 2, t
 def chisel_call(model: UNetModel, inputs: StepInputs) -> UNetCall:
     y = None
     if inputs.pooled is not None:
-        from nodes.diffusion.families import sdxl_adm
+        from diffusion.families import sdxl_adm
 
         y = sdxl_adm(inputs.pooled, height=inputs.pixels, width=inputs.pixels).to(inputs.pooled.dtype)
     return lambda x, t: model(x, t, inputs.context, y)
@@ -485,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker is not None:
         kind = json.loads(args.worker)["worker"]
         return worker_main(measure_speed if kind == "speed" else measure_memory, args.worker)
-    header = machine_description(["nodes/diffusion/unet.py", "nodes/diffusion/attention.py"])
+    header = machine_description(["diffusion/unet.py", "diffusion/attention.py"])
     results = [run_family(family, args.size or DEFAULT_SIZE[family], args) for family in args.family]
     text = report(results, args)
     print(text)

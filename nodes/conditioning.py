@@ -9,9 +9,9 @@ from typing import Any
 
 import torch
 
-from nodes.diffusion.handles import Clip
-from nodes.diffusion.patches import applied_to_clip
-from nodes.diffusion.text_encode import encode_text, folder_embedding_lookup
+from diffusion.handles import Clip
+from diffusion.patches import applied_to_clip
+from diffusion.text_encode import encode_text, folder_embedding_lookup
 from nodes.inputs import MAX_RESOLUTION, Combo, Float, Int, Link, String
 from nodes.registry import Node, Output
 from nodes.types import Area, CondEntry, Conditioning

@@ -10,17 +10,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from diffusion.values import Preview
+
 
 class Interrupted(Exception):
     """Raised inside a node when its prompt was interrupted; the executor reports `execution_interrupted`."""
-
-
-@dataclass(frozen=True)
-class Preview:
-    """A preview image to show while a node runs: encoded bytes (JPEG or PNG) ready to send."""
-
-    data: bytes
-    format: str = "JPEG"  # "JPEG" | "PNG"
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
-from nodes.diffusion.handles import Vae
-from nodes.diffusion.vae_ops import decode_images, encode_images
+from diffusion.handles import Vae
+from nodes.vae_ops import decode_images, encode_images
 from nodes.inputs import MAX_RESOLUTION, Combo, Float, Int, Link
 from nodes.registry import Node, Output
 from nodes.resize import crop_to_aspect

@@ -7,11 +7,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from nodes.diffusion.checkpoint import load_checkpoint, load_vae_file
-from nodes.diffusion.handles import Clip, Model, Vae, checkpoint_handles, vae_handle
-from nodes.diffusion.lora import apply_lora, load_lora_file
-from nodes.diffusion.previews import family_latent_rgb, latent_rgb_from_metadata
-from nodes.diffusion.safetensors_io import read_header
+from diffusion.checkpoint import load_checkpoint, load_vae_file
+from diffusion.handles import Clip, Model, Vae, checkpoint_handles, vae_handle
+from diffusion.lora import apply_lora, load_lora_file
+from diffusion.previews import family_latent_rgb, latent_rgb_from_metadata
+from diffusion.safetensors_io import read_header
 from nodes.inputs import Combo, Files, Float, Link
 from nodes.registry import Node, Output
 

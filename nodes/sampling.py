@@ -1,13 +1,13 @@
-"""KSampler and KSamplerAdvanced: denoise a latent with a model and conditioning (nodes/diffusion/ksampler.py)."""
+"""KSampler and KSamplerAdvanced: denoise a latent with a model and conditioning (nodes/ksampler.py)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from nodes.diffusion.handles import Model
-from nodes.diffusion.ksampler import SamplingRequest, sample
-from nodes.diffusion.samplers import SAMPLER_NAMES
-from nodes.diffusion.schedules import SCHEDULER_NAMES, advanced_sigmas, sampler_sigmas
+from diffusion.handles import Model
+from nodes.ksampler import SamplingRequest, sample
+from diffusion.samplers import SAMPLER_NAMES
+from diffusion.schedules import SCHEDULER_NAMES, advanced_sigmas, sampler_sigmas
 from nodes.inputs import SEED_MAX, Combo, Float, Int, Link
 from nodes.registry import Node, Output
 from nodes.types import Conditioning, Latent

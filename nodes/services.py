@@ -53,5 +53,5 @@ class RunSettings:
 @dataclass(frozen=True)
 class Services:
     folders: Folders
-    models: Any = None  # the diffusion model manager (nodes/diffusion/memory.py); None where no model nodes run
+    models: Any = None  # the diffusion model manager (diffusion/memory.py); None where no model nodes run
     settings: RunSettings = RunSettings()

@@ -105,7 +105,7 @@ def build_registry(config: ServerConfig, folders: ServerFolders, *,
 
 def build_models(config: ServerConfig) -> Any:
     """The model manager on the configured device (--cpu, or the first GPU when there is one)."""
-    from nodes.diffusion.memory import ModelManager, pick_device
+    from diffusion.memory import ModelManager, pick_device
 
     return ModelManager(pick_device(config.device), weight_dtype=config.weight_dtype)
 
@@ -120,7 +120,7 @@ def build_services(config: ServerConfig, folders: ServerFolders, *, models: Any 
 
 def error_hint(services: Services, error: BaseException) -> str | None:
     """The executor's on_error hook: after a GPU out-of-memory error, move idle models off the GPU and say so."""
-    from nodes.diffusion.memory import is_out_of_memory
+    from diffusion.memory import is_out_of_memory
 
     if not is_out_of_memory(error):
         return None

@@ -15,8 +15,8 @@ import json
 import re
 from pathlib import Path
 
-from nodes.diffusion.checkpoint import detect_checkpoint
-from nodes.diffusion.safetensors_io import read_header
+from diffusion.checkpoint import detect_checkpoint
+from diffusion.safetensors_io import read_header
 from train.config import RunConfig
 from train.eval import ATTRIBUTES, TARGETS
 from train.scenes import COLOURS, HELD_OUT_MODULUS, POSITIONS, SHAPES, SIZES, all_combos, split_combos

@@ -11,9 +11,9 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from nodes.diffusion.text_encoders import TextEncoderConfig, default_heads
-from nodes.diffusion.unet import UNetConfig
-from nodes.diffusion.vae import VAEConfig
+from diffusion.text_encoders import TextEncoderConfig, default_heads
+from diffusion.unet import UNetConfig
+from diffusion.vae import VAEConfig
 
 LATENT_SCALE = 0.18215
 """SD1's latent scale factor: samplers multiply raw VAE latents by it. The exported VAE is normalised so that the

@@ -1,7 +1,7 @@
 """The training side of SD1's diffusion: noising latents on the 1000-step scaled-linear table, the loss weights, and
 a small Euler sampler with classifier-free guidance for checks during training.
 
-The noise table is the library's (nodes.diffusion.model_sampling), so what is trained is what the samplers expect.
+The noise table is the library's (diffusion.model_sampling), so what is trained is what the samplers expect.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from nodes.diffusion.model_sampling import DiscreteSampling
-from nodes.diffusion.schedules import normal
+from diffusion.model_sampling import DiscreteSampling
+from diffusion.schedules import normal
 
 
 def alphas_cumprod(sampling: DiscreteSampling) -> Tensor:

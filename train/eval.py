@@ -1,7 +1,7 @@
 """Prompt-adherence evaluation of an exported checkpoint, through the library exactly as the default workflow runs it.
 
 CheckpointLoaderSimple -> CLIPTextEncode (prompt, and "" as the negative) -> EmptyLatentImage -> KSampler ->
-VAEDecode, here as the library calls those nodes make (nodes.diffusion.*), one image per (caption, seed). Captions
+VAEDecode, here as the library calls those nodes make (diffusion.*), one image per (caption, seed). Captions
 are combinations held out of training; each image is judged by train/checker.py.
 
     .venv/bin/python -m train.eval                                  # 50 held-out captions x 2 seeds, CFG sweep
@@ -23,15 +23,15 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see train/run.py: shared 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from nodes.diffusion.checkpoint import load_checkpoint  # noqa: E402
-from nodes.diffusion.handles import Clip, Model, Vae, checkpoint_handles  # noqa: E402
-from nodes.diffusion.ksampler import SamplingRequest, sample  # noqa: E402
-from nodes.diffusion.lora import apply_lora, load_lora_file  # noqa: E402
-from nodes.diffusion.patches import applied_to_clip  # noqa: E402
-from nodes.diffusion.schedules import sampler_sigmas  # noqa: E402
-from nodes.diffusion.text_encode import encode_text  # noqa: E402
-from nodes.diffusion.tokenizer import ClipTokenizer  # noqa: E402
-from nodes.diffusion.vae_ops import decode_images  # noqa: E402
+from diffusion.checkpoint import load_checkpoint  # noqa: E402
+from diffusion.handles import Clip, Model, Vae, checkpoint_handles  # noqa: E402
+from nodes.ksampler import SamplingRequest, sample  # noqa: E402
+from diffusion.lora import apply_lora, load_lora_file  # noqa: E402
+from diffusion.patches import applied_to_clip  # noqa: E402
+from diffusion.schedules import sampler_sigmas  # noqa: E402
+from diffusion.text_encode import encode_text  # noqa: E402
+from diffusion.tokenizer import ClipTokenizer  # noqa: E402
+from nodes.vae_ops import decode_images  # noqa: E402
 from nodes.types import CondEntry, Conditioning, Latent  # noqa: E402
 from train.checker import accuracy, judge_batch  # noqa: E402
 from train.quick_eval import contact_sheet, eval_combos  # noqa: E402

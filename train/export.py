@@ -14,10 +14,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from nodes.diffusion.checkpoint import load_checkpoint, save_sd1_checkpoint
-from nodes.diffusion.previews import METADATA_KEY
-from nodes.diffusion.tokenizer import ClipTokenizer
-from nodes.diffusion.vae import AutoencoderKL
+from diffusion.checkpoint import load_checkpoint, save_sd1_checkpoint
+from diffusion.previews import METADATA_KEY
+from diffusion.tokenizer import ClipTokenizer
+from diffusion.vae import AutoencoderKL
 from train.config import LATENT_SCALE, RunConfig
 from train.latents import pool_scenes
 from train.loop import images_to_tensor

@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from nodes.diffusion.vae import AutoencoderKL
+from diffusion.vae import AutoencoderKL
 from train.config import LATENT_SCALE, RunConfig
 from train.loop import images_to_tensor
 from train.scenes import render, sample_scene, split_combos

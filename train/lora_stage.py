@@ -30,10 +30,10 @@ from safetensors.torch import load_file, save_file  # noqa: E402
 from torch import nn  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from nodes.diffusion.checkpoint import load_checkpoint  # noqa: E402
-from nodes.diffusion.model_sampling import DiscreteSampling  # noqa: E402
-from nodes.diffusion.safetensors_io import read_header  # noqa: E402
-from nodes.diffusion.tokenizer import ClipTokenizer  # noqa: E402
+from diffusion.checkpoint import load_checkpoint  # noqa: E402
+from diffusion.model_sampling import DiscreteSampling  # noqa: E402
+from diffusion.safetensors_io import read_header  # noqa: E402
+from diffusion.tokenizer import ClipTokenizer  # noqa: E402
 from train.config import LATENT_SCALE  # noqa: E402
 from train.diffusion import add_noise, alphas_cumprod, min_snr_weight  # noqa: E402
 from train.loop import LossLog, images_to_tensor, lr_at, step_generator, step_rng  # noqa: E402

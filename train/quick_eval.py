@@ -12,9 +12,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from nodes.diffusion.model_sampling import DiscreteSampling
-from nodes.diffusion.noise import initial_noise
-from nodes.diffusion.vae import AutoencoderKL
+from diffusion.model_sampling import DiscreteSampling
+from diffusion.noise import initial_noise
+from diffusion.vae import AutoencoderKL
 from train.checker import accuracy, judge_batch
 from train.config import LATENT_SCALE
 from train.diffusion import sample_euler_cfg

@@ -13,8 +13,8 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import Tensor, nn
 
-from nodes.diffusion.text_encoders import TextEncoder, TextEncoderConfig, build_text_encoder
-from nodes.diffusion.tokenizer import ClipTokenizer
+from diffusion.text_encoders import TextEncoder, TextEncoderConfig, build_text_encoder
+from diffusion.tokenizer import ClipTokenizer
 
 
 class CaptionTokens:

@@ -16,10 +16,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from nodes.diffusion.model_sampling import DiscreteSampling
-from nodes.diffusion.tokenizer import ClipTokenizer
-from nodes.diffusion.unet import UNetModel
-from nodes.diffusion.vae import AutoencoderKL
+from diffusion.model_sampling import DiscreteSampling
+from diffusion.tokenizer import ClipTokenizer
+from diffusion.unet import UNetModel
+from diffusion.vae import AutoencoderKL
 from train.config import RunConfig
 from train.diffusion import add_noise, alphas_cumprod, min_snr_weight
 from train.loop import LossLog, lr_at, step_generator, step_rng

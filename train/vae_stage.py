@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from nodes.diffusion.vae import AutoencoderKL
+from diffusion.vae import AutoencoderKL
 from train.config import RunConfig
 from train.checker import accuracy, judge_batch
 from train.loop import LossLog, images_to_tensor, lr_at, step_generator, step_rng, tensor_to_images

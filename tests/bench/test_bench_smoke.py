@@ -16,7 +16,7 @@ import torch
 
 from bench import checkpoint_load, unet_speed
 from bench.common import run_worker
-from nodes.diffusion.checkpoint import detect_unet_config
+from diffusion.checkpoint import detect_unet_config
 
 MANIFESTS = Path(__file__).resolve().parent.parent / "fixtures" / "manifests"
 HAS_DIFFUSERS = importlib.util.find_spec("diffusers") is not None

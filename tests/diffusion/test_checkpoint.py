@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nodes.diffusion.checkpoint import (
+from diffusion.checkpoint import (
     CheckpointFormatError,
     CheckpointMismatch,
     UnknownCheckpoint,
@@ -19,11 +19,11 @@ from nodes.diffusion.checkpoint import (
     load_vae_file,
     save_sd1_checkpoint,
 )
-from nodes.diffusion.safetensors_io import read_header, save_atomic
-from nodes.diffusion.text_encoders import CLIP_L, OPEN_CLIP_BIGG, OPEN_CLIP_H, TextEncoderConfig, build_text_encoder
-from nodes.diffusion.text_encoders import checkpoint_state_dict as text_checkpoint_state_dict
-from nodes.diffusion.unet import UNetConfig, UNetModel
-from nodes.diffusion.vae import AutoencoderKL, VAEConfig
+from diffusion.safetensors_io import read_header, save_atomic
+from diffusion.text_encoders import CLIP_L, OPEN_CLIP_BIGG, OPEN_CLIP_H, TextEncoderConfig, build_text_encoder
+from diffusion.text_encoders import checkpoint_state_dict as text_checkpoint_state_dict
+from diffusion.unet import UNetConfig, UNetModel
+from diffusion.vae import AutoencoderKL, VAEConfig
 from tests.diffusion.conftest import load_manifest, manifest_shapes
 from tests.diffusion.test_unet import SD15, SD21, SDXL
 from tests.diffusion.tiny_checkpoint import tiny_configs, write_tiny_sd1_checkpoint

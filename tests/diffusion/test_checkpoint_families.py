@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from nodes.diffusion.families import FAMILIES, SD1, SD2, SDXL, SDXL_REFINER, sdxl_adm, sdxl_refiner_adm
+from diffusion.families import FAMILIES, SD1, SD2, SDXL, SDXL_REFINER, sdxl_adm, sdxl_refiner_adm
 
 
 def sinusoid(value: float, dim: int = 256) -> list[float]:

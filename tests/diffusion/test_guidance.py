@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from nodes.diffusion.guidance import GuidanceError, GuidedDenoiser, prepare_conditioning
-from nodes.diffusion.model_sampling import Denoiser, DiscreteSampling
+from diffusion.guidance import GuidanceError, GuidedDenoiser, prepare_conditioning
+from diffusion.model_sampling import Denoiser, DiscreteSampling
 from nodes.types import Area, Conditioning
 from tests.diffusion.tiny_models import TinyUNet, area, cond, entry, no_extra, prompt
 

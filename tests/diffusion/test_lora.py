@@ -11,16 +11,16 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from nodes.diffusion.families import SD1, SDXL
-from nodes.diffusion.handles import Clip, Model, TextEncoderHandle
-from nodes.diffusion.lora import LoraFileError, LoraMismatch, apply_lora, load_lora_file
-from nodes.diffusion.lora_keys import lora_targets, unet_aliases, unet_diffusers_to_ldm
-from nodes.diffusion.model_sampling import DiscreteSampling
-from nodes.diffusion.patches import LoraPatch, applied_to_clip, applied_to_model
-from nodes.diffusion.safetensors_io import CheckpointFormatError
-from nodes.diffusion.text_encoders import TextEncoder, TextEncoderConfig, build_text_encoder
-from nodes.diffusion.tokenizer import ClipTokenizer
-from nodes.diffusion.unet import UNetConfig, UNetModel
+from diffusion.families import SD1, SDXL
+from diffusion.handles import Clip, Model, TextEncoderHandle
+from diffusion.lora import LoraFileError, LoraMismatch, apply_lora, load_lora_file
+from diffusion.lora_keys import lora_targets, unet_aliases, unet_diffusers_to_ldm
+from diffusion.model_sampling import DiscreteSampling
+from diffusion.patches import LoraPatch, applied_to_clip, applied_to_model
+from diffusion.safetensors_io import CheckpointFormatError
+from diffusion.text_encoders import TextEncoder, TextEncoderConfig, build_text_encoder
+from diffusion.tokenizer import ClipTokenizer
+from diffusion.unet import UNetConfig, UNetModel
 from tests.diffusion.conftest import load_manifest, manifest_shapes
 
 UNET_PREFIX = "model.diffusion_model."

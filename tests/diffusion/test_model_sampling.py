@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from nodes.diffusion.model_sampling import (
+from diffusion.model_sampling import (
     SIGMA_BEFORE_START,
     Denoiser,
     DiscreteSampling,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nodes.diffusion.noise import (
+from diffusion.noise import (
     SEED_MAX,
     BatchIndexError,
     BrownianNoiseSampler,

@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from nodes.diffusion.families import SD1
-from nodes.diffusion.handles import Model
-from nodes.diffusion.model_sampling import DiscreteSampling
-from nodes.diffusion.patches import (
+from diffusion.families import SD1
+from diffusion.handles import Model
+from diffusion.model_sampling import DiscreteSampling
+from diffusion.patches import (
     LoraPatch,
     PatchConflict,
     PatchTargetError,
@@ -22,7 +22,7 @@ from nodes.diffusion.patches import (
     lora_delta,
     merged,
 )
-from nodes.diffusion.unet import UNetConfig, UNetModel
+from diffusion.unet import UNetConfig, UNetModel
 
 TINY_SD1 = UNetConfig(
     model_channels=32, channel_mult=(1, 2), num_res_blocks=1, transformer_depth=(1, 1), transformer_depth_middle=1,

@@ -6,7 +6,7 @@ import json
 import torch
 from PIL import Image
 
-from nodes.diffusion.previews import (METADATA_KEY, LatentToRGB, PreviewThrottle, encode_preview,
+from diffusion.previews import (METADATA_KEY, LatentToRGB, PreviewThrottle, encode_preview,
                                       family_latent_rgb, latent_rgb_from_metadata)
 
 

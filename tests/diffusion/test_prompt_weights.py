@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from nodes.diffusion.prompt_weights import (
+from diffusion.prompt_weights import (
     WeightedSegment,
     chunk_tokens,
     parse_prompt_weights,
     tokenize_with_weights,
 )
-from nodes.diffusion.tokenizer import END_TOKEN, START_TOKEN, ClipTokenizer
+from diffusion.tokenizer import END_TOKEN, START_TOKEN, ClipTokenizer
 
 # ComfyUI 0.8.0 SD1Tokenizer / SDXLTokenizer.tokenize_with_weights output (fixture README records the origin).
 TOKENS = json.loads((Path(__file__).parents[1] / "fixtures/comfyui_numerics/tokens.json").read_text())

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from nodes.diffusion.model_sampling import DiscreteSampling
-from nodes.diffusion.noise import initial_noise
-from nodes.diffusion.samplers import (
+from diffusion.model_sampling import DiscreteSampling
+from diffusion.noise import initial_noise
+from diffusion.samplers import (
     SAMPLER_NAMES,
     MissingNoiseError,
     SamplerStep,
@@ -23,7 +23,7 @@ from nodes.diffusion.samplers import (
     sample_dpmpp_sde,
     sample_euler_ancestral,
 )
-from nodes.diffusion.schedules import DISCARD_PENULTIMATE_SIGMA_SAMPLERS, sampler_sigmas
+from diffusion.schedules import DISCARD_PENULTIMATE_SIGMA_SAMPLERS, sampler_sigmas
 
 FIXTURE = json.loads((Path(__file__).parents[1] / "fixtures" / "comfyui_numerics" / "samplers.json").read_text())
 SAMPLING = DiscreteSampling.linear()

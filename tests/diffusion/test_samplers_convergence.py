@@ -13,9 +13,9 @@ import math
 import pytest
 import torch
 
-from nodes.diffusion.noise import initial_noise
-from nodes.diffusion.samplers import SAMPLER_NAMES, get_sampler, run_sampler
-from nodes.diffusion.schedules import karras
+from diffusion.noise import initial_noise
+from diffusion.samplers import SAMPLER_NAMES, get_sampler, run_sampler
+from diffusion.schedules import karras
 
 MU, S2 = 0.5, 0.09
 S = math.sqrt(S2)

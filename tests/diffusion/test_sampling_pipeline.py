@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from nodes.diffusion.model_sampling import Denoiser, DiscreteSampling
-from nodes.diffusion.noise import initial_noise
-from nodes.diffusion.samplers import UnknownSamplerError, run_sampler
-from nodes.diffusion.sampling_pipeline import SamplingInputError, prepare_denoise_mask, sample_latent
-from nodes.diffusion.schedules import sampler_sigmas
+from diffusion.model_sampling import Denoiser, DiscreteSampling
+from diffusion.noise import initial_noise
+from diffusion.samplers import UnknownSamplerError, run_sampler
+from diffusion.sampling_pipeline import SamplingInputError, prepare_denoise_mask, sample_latent
+from diffusion.schedules import sampler_sigmas
 from nodes.types import Conditioning
 from tests.diffusion.tiny_models import AnalyticEps, TinyUNet, area, close_to_gaussian, cond, entry, no_extra, prompt
 

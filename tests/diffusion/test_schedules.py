@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from nodes.diffusion.model_sampling import DiscreteSampling
-from nodes.diffusion.schedules import (
+from diffusion.model_sampling import DiscreteSampling
+from diffusion.schedules import (
     SCHEDULER_NAMES,
     ScheduleError,
     UnknownSchedulerError,

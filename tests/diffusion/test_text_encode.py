@@ -6,9 +6,9 @@ import pytest
 import safetensors.torch
 import torch
 
-from nodes.diffusion.families import SD1, SD2, SDXL
-from nodes.diffusion.prompt_weights import tokenize_with_weights
-from nodes.diffusion.text_encode import (
+from diffusion.families import SD1, SD2, SDXL
+from diffusion.prompt_weights import tokenize_with_weights
+from diffusion.text_encode import (
     EmbeddingFormatError,
     encode_chunks,
     encode_text,
@@ -18,8 +18,8 @@ from nodes.diffusion.text_encode import (
     read_embedding,
     resolve_layer,
 )
-from nodes.diffusion.text_encoders import TextEncoderConfig, build_text_encoder
-from nodes.diffusion.tokenizer import ClipTokenizer
+from diffusion.text_encoders import TextEncoderConfig, build_text_encoder
+from diffusion.tokenizer import ClipTokenizer
 
 CLIP_L_TINY = TextEncoderConfig("clip_l_hf", width=64, layers=3, heads=1, intermediate=128)
 CLIP_G_TINY = TextEncoderConfig(

@@ -8,7 +8,7 @@ import torch
 import transformers
 from torch import nn
 
-from nodes.diffusion.text_encoders import (
+from diffusion.text_encoders import (
     CLIP_L,
     OPEN_CLIP_BIGG,
     OPEN_CLIP_H,

@@ -5,7 +5,7 @@ import gzip
 import pytest
 import torch
 
-from nodes.diffusion.tokenizer import (
+from diffusion.tokenizer import (
     BPE_FILE,
     END_TOKEN,
     START_TOKEN,

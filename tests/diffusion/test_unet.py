@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from nodes.diffusion.attention import multihead_attention
-from nodes.diffusion.unet import UNetConfig, UNetModel, timestep_embedding
+from diffusion.attention import multihead_attention
+from diffusion.unet import UNetConfig, UNetModel, timestep_embedding
 from tests.diffusion.conftest import manifest_shapes
 
 UNET_PREFIX = "model.diffusion_model."
@@ -182,7 +182,7 @@ def test_config_rejects_inconsistent_fields() -> None:
     [(3, 1, 1, 1, 8), (3, 1, 1, 2, 7), (3, 2, 1, 1, 9), (1, 1, 0, 2, 6), (3, 1, 1, 1, 40)],
 )
 def test_unet_conv_matches_torch_conv_on_both_paths(kernel, stride, padding, batch, size) -> None:
-    from nodes.diffusion.unet import Conv2d
+    from diffusion.unet import Conv2d
 
     torch.manual_seed(0)
     conv = Conv2d(32, 48, kernel, stride=stride, padding=padding)
@@ -199,7 +199,7 @@ def test_unet_conv_matches_torch_conv_on_both_paths(kernel, stride, padding, bat
 
 
 def test_unet_conv_supports_gradients_on_the_matrix_multiply_path() -> None:
-    from nodes.diffusion.unet import Conv2d
+    from diffusion.unet import Conv2d
 
     torch.manual_seed(0)
     conv = Conv2d(8, 8, 3, padding=1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nodes.diffusion.vae import AutoencoderKL, VAEConfig
+from diffusion.vae import AutoencoderKL, VAEConfig
 from tests.diffusion.conftest import manifest_shapes
 
 TINY = VAEConfig(ch=32, ch_mult=(1, 2), num_res_blocks=1)

@@ -4,7 +4,7 @@
     tiny = write_tiny_sd1_checkpoint(tmp_path / "tiny.safetensors")
     # tiny.unet / tiny.vae / tiny.text_encoder are the modules whose weights the file holds.
 
-The file loads with `nodes.diffusion.checkpoint.load_checkpoint` as family "sd1". The VAE downscales by 8 like SD's, so
+The file loads with `diffusion.checkpoint.load_checkpoint` as family "sd1". The VAE downscales by 8 like SD's, so
 image sizes and latent sizes relate as in ComfyUI. A few MB; writing it takes well under a second.
 """
 
@@ -15,10 +15,10 @@ from pathlib import Path
 
 import torch
 
-from nodes.diffusion.checkpoint import save_sd1_checkpoint
-from nodes.diffusion.text_encoders import TextEncoder, TextEncoderConfig, build_text_encoder, default_heads
-from nodes.diffusion.unet import UNetConfig, UNetModel
-from nodes.diffusion.vae import AutoencoderKL, VAEConfig
+from diffusion.checkpoint import save_sd1_checkpoint
+from diffusion.text_encoders import TextEncoder, TextEncoderConfig, build_text_encoder, default_heads
+from diffusion.unet import UNetConfig, UNetModel
+from diffusion.vae import AutoencoderKL, VAEConfig
 
 
 @dataclass(frozen=True)
@@ -89,10 +89,10 @@ def write_tiny_family_checkpoint(path: str | Path, family: str, *, seed: int = 0
     """A tiny random single file in the SD2.x ("sd2": OpenCLIP-H slot, linear projections, 64-wide heads) or SDXL
     ("sdxl": CLIP-L + OpenCLIP-bigG slots, label_emb with SDXL's 2816 adm inputs) key layout, detected as that
     family by `load_checkpoint` from its shapes alone. SD1: use write_tiny_sd1_checkpoint."""
-    from nodes.diffusion.checkpoint import UNET_PREFIX, VAE_PREFIX
-    from nodes.diffusion.families import SD2, SDXL
-    from nodes.diffusion.safetensors_io import save_atomic
-    from nodes.diffusion.text_encoders import checkpoint_state_dict
+    from diffusion.checkpoint import UNET_PREFIX, VAE_PREFIX
+    from diffusion.families import SD2, SDXL
+    from diffusion.safetensors_io import save_atomic
+    from diffusion.text_encoders import checkpoint_state_dict
 
     open_clip = dict(layers=2, heads=1, intermediate=128, activation="gelu", pad_token=0)
     if family == "sd2":

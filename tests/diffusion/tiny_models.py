@@ -7,7 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from nodes.diffusion.model_sampling import DiscreteSampling
+from diffusion.model_sampling import DiscreteSampling
 from nodes.types import Area, CondEntry, Conditioning
 
 CONTEXT_DIM = 16

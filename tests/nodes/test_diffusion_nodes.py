@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from nodes.context import RunContext
-from nodes.diffusion.memory import ModelManager
+from diffusion.memory import ModelManager
 from nodes.inputs import Link
 from nodes.registry import Node, Result
 from server.app import build_registry, build_services
@@ -125,7 +125,7 @@ def test_requeueing_runs_nothing_and_a_new_seed_reruns_only_the_sampler_and_belo
 
 
 def test_every_sampler_runs_a_full_graph(engine):
-    from nodes.diffusion.samplers import SAMPLER_NAMES
+    from diffusion.samplers import SAMPLER_NAMES
 
     for name in SAMPLER_NAMES:
         outcome, _ = engine.run(txt2img(seed=3, sampler=name, steps=2))
@@ -312,7 +312,7 @@ def test_ksampler_advanced_in_two_halves_equals_one_full_run(engine):
 def test_vae_loader_reads_a_standalone_vae_file(engine):
     from safetensors.torch import save_file
 
-    from nodes.diffusion.checkpoint import load_checkpoint
+    from diffusion.checkpoint import load_checkpoint
 
     loaded = load_checkpoint(engine.config.models_dir / "checkpoints" / "tiny.safetensors")
     (engine.config.models_dir / "vae").mkdir(exist_ok=True)

@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 
 from nodes.context import RunContext
-from nodes.diffusion.checkpoint import detect_checkpoint
-from nodes.diffusion.memory import ModelManager
+from diffusion.checkpoint import detect_checkpoint
+from diffusion.memory import ModelManager
 from server.app import build_registry, build_services
 from server.cache import OutputCache, walk_sizeof
 from server.config import ServerConfig

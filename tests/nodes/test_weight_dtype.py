@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from nodes.diffusion.checkpoint import load_checkpoint
-from nodes.diffusion.memory import ModelManager
+from diffusion.checkpoint import load_checkpoint
+from diffusion.memory import ModelManager
 from tests.diffusion.tiny_checkpoint import write_tiny_sd1_checkpoint
 
 

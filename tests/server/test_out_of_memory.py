@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from nodes.catalog import core_nodes
-from nodes.diffusion.memory import ModelManager, is_out_of_memory
+from diffusion.memory import ModelManager, is_out_of_memory
 from nodes.inputs import Boolean, Link
 from nodes.registry import Node, Output
 from server.app import create_app

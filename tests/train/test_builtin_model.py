@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from nodes.diffusion.checkpoint import detect_checkpoint
+from diffusion.checkpoint import detect_checkpoint
 from train.eval import RECOMMENDED, load_pipeline, run_eval
 from train.quick_eval import eval_combos
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from nodes.diffusion.checkpoint import load_checkpoint
-from nodes.diffusion.vae import AutoencoderKL, VAEConfig
+from diffusion.checkpoint import load_checkpoint
+from diffusion.vae import AutoencoderKL, VAEConfig
 from train.config import LATENT_SCALE, Architecture, DiffusionSchedule, RunConfig, VAESchedule
 from train.export import export_checkpoint
 from train.latents import encode_pool, fold_latent_affine
@@ -121,7 +121,7 @@ def test_optimizer_state_round_trips_through_safetensors(tmp_path):
 
 
 def test_a_style_lora_trains_on_the_export_and_loads_through_the_library(straight_run, tmp_path):
-    from nodes.diffusion.lora import apply_lora, load_lora_file
+    from diffusion.lora import apply_lora, load_lora_file
     from train.eval import load_pipeline
     from train.lora_stage import LoraSchedule, train_lora
 

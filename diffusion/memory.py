@@ -106,7 +106,7 @@ class ModelManager:
         """The CLIP tokenizer, built on first use and shared (it is immutable)."""
         with self._lock:
             if self._tokenizer is None:
-                from nodes.diffusion.tokenizer import ClipTokenizer
+                from diffusion.tokenizer import ClipTokenizer
 
                 self._tokenizer = ClipTokenizer()
             return self._tokenizer

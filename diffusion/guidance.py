@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from nodes.diffusion.model_sampling import DiscreteSampling
-from nodes.types import Area, CondEntry, Conditioning
+from diffusion.model_sampling import DiscreteSampling
+from diffusion.values import Area, CondEntry, Conditioning
 
 # The model-input name of the text embeddings (the UNet's ``context``). Prompts of different token counts are
 # batched by repeating the shorter along the token axis, which leaves cross-attention unchanged.

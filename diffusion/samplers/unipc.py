@@ -15,7 +15,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from nodes.diffusion.samplers.common import DenoiserFn, StepCallback, call_model, report
+from diffusion.samplers.common import DenoiserFn, StepCallback, call_model, report
 
 Variant = Literal["bh1", "bh2"]
 

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from nodes.diffusion.samplers.common import DenoiserFn, StepCallback, exp_neg, neg_log, report
+from diffusion.samplers.common import DenoiserFn, StepCallback, exp_neg, neg_log, report
 
 
 @dataclass(frozen=True)

@@ -21,17 +21,17 @@ from types import MappingProxyType
 
 from torch import Tensor, nn
 
-from nodes.diffusion.handles import Clip, Model
-from nodes.diffusion.lora_keys import (
+from diffusion.handles import Clip, Model
+from diffusion.lora_keys import (
     LoraPart,
     is_text_encoder_key,
     split_lora_key,
     text_encoder_aliases,
     unet_aliases,
 )
-from nodes.diffusion.patches import LoraPatch, PatchRoot, PatchTargetError, check_patch
-from nodes.diffusion.safetensors_io import CheckpointError, open_tensors, read_header
-from nodes.diffusion.unet import UNetConfig
+from diffusion.patches import LoraPatch, PatchRoot, PatchTargetError, check_patch
+from diffusion.safetensors_io import CheckpointError, open_tensors, read_header
+from diffusion.unet import UNetConfig
 
 
 class LoraFileError(CheckpointError):

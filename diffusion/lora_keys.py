@@ -24,8 +24,8 @@ from typing import Literal
 
 from torch import nn
 
-from nodes.diffusion.families import TextEncoderSlot
-from nodes.diffusion.unet import UNetConfig
+from diffusion.families import TextEncoderSlot
+from diffusion.unet import UNetConfig
 
 LoraPart = Literal["down", "up", "mid", "alpha"]
 

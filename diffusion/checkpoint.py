@@ -31,8 +31,8 @@ from types import MappingProxyType
 import torch
 from torch import nn
 
-from nodes.diffusion.families import SD1, SD2, SDXL, SDXL_REFINER, ModelFamily, TextEncoderSlot
-from nodes.diffusion.safetensors_io import (
+from diffusion.families import SD1, SD2, SDXL, SDXL_REFINER, ModelFamily, TextEncoderSlot
+from diffusion.safetensors_io import (
     CheckpointError,
     CheckpointFormatError,
     TensorReader,
@@ -41,7 +41,7 @@ from nodes.diffusion.safetensors_io import (
     refuse_pickle,
     save_atomic,
 )
-from nodes.diffusion.text_encoders import (
+from diffusion.text_encoders import (
     TextEncoder,
     TextEncoderConfig,
     TextEncoderDetectionError,
@@ -50,8 +50,8 @@ from nodes.diffusion.text_encoders import (
     detect_text_encoder,
     text_encoder_state_dict,
 )
-from nodes.diffusion.unet import UNetConfig, UNetModel
-from nodes.diffusion.vae import AutoencoderKL, VAEConfig
+from diffusion.unet import UNetConfig, UNetModel
+from diffusion.vae import AutoencoderKL, VAEConfig
 
 __all__ = [
     "CheckpointError",

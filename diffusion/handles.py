@@ -14,10 +14,10 @@ from typing import Any
 
 from torch import nn
 
-from nodes.diffusion.families import ModelFamily, TextEncoderSlot
-from nodes.diffusion.model_sampling import DiscreteSampling
-from nodes.diffusion.previews import LatentToRGB
-from nodes.diffusion.tokenizer import ClipTokenizer
+from diffusion.families import ModelFamily, TextEncoderSlot
+from diffusion.model_sampling import DiscreteSampling
+from diffusion.previews import LatentToRGB
+from diffusion.tokenizer import ClipTokenizer
 
 
 
@@ -94,7 +94,7 @@ class Vae:
 
 def checkpoint_handles(loaded: Any, *, tokenizer: ClipTokenizer,
                        latent_rgb: LatentToRGB | None) -> tuple[Model, Clip | None, Vae | None]:
-    """The MODEL, CLIP and VAE of a loaded checkpoint (nodes.diffusion.checkpoint.LoadedCheckpoint)."""
+    """The MODEL, CLIP and VAE of a loaded checkpoint (diffusion.checkpoint.LoadedCheckpoint)."""
     family = loaded.family
     name = loaded.path.name
     sampling = DiscreteSampling.linear(prediction=family.prediction, linear_start=family.linear_start,

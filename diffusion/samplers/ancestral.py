@@ -11,8 +11,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from nodes.diffusion.noise import NoiseSampler
-from nodes.diffusion.samplers.common import (
+from diffusion.noise import NoiseSampler
+from diffusion.samplers.common import (
     DenoiserFn,
     StepCallback,
     ancestral_step,

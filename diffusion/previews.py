@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
-from nodes.context import Preview
+from diffusion.values import Preview
 
 LatentRGBFactors = tuple[tuple[float, float, float], ...]
 

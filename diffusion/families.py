@@ -16,8 +16,8 @@ from typing import Literal
 
 import torch
 
-from nodes.diffusion.text_encoders import HiddenNorm, LayerChoice
-from nodes.diffusion.unet import timestep_embedding
+from diffusion.text_encoders import HiddenNorm, LayerChoice
+from diffusion.unet import timestep_embedding
 
 FamilyName = Literal["sd1", "sd2", "sdxl", "sdxl_refiner"]
 Prediction = Literal["eps", "v"]

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nodes.diffusion.attention import multihead_attention
+from diffusion.attention import multihead_attention
 
 NORM_GROUPS = 32
 """Every GroupNorm of the reference autoencoder uses 32 groups and eps 1e-6."""

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from nodes.diffusion.noise import NoiseSampler
-from nodes.diffusion.samplers.common import DenoiserFn, StepCallback, call_model, churn, report, to_d
+from diffusion.noise import NoiseSampler
+from diffusion.samplers.common import DenoiserFn, StepCallback, call_model, churn, report, to_d
 
 
 @torch.no_grad()

@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 
-from nodes.diffusion.handles import Vae
-from nodes.diffusion.memory import is_out_of_memory
+from diffusion.handles import Vae
+from diffusion.memory import is_out_of_memory
 
 # Pixels per slice: a 512x512 image is 262,144 pixels; the SD VAE decoder peaks near 1.7 GB for one on the CPU.
 SLICE_PIXELS = 2 * 512 * 512

@@ -15,18 +15,18 @@ from typing import Any, Literal
 
 from torch import Tensor
 
-from nodes.diffusion.samplers.ancestral import (
+from diffusion.samplers.ancestral import (
     sample_ddpm,
     sample_dpm_2_ancestral,
     sample_dpmpp_2s_ancestral,
     sample_euler_ancestral,
     sample_lcm,
 )
-from nodes.diffusion.samplers.common import DenoiserFn, MissingNoiseError, SamplerStep, StepCallback
-from nodes.diffusion.samplers.dpm_solver import sample_dpm_adaptive, sample_dpm_fast
-from nodes.diffusion.samplers.dpmpp import sample_dpmpp_2m, sample_dpmpp_2m_sde, sample_dpmpp_3m_sde, sample_dpmpp_sde
-from nodes.diffusion.samplers.ode import sample_ddim, sample_dpm_2, sample_euler, sample_heun, sample_lms
-from nodes.diffusion.samplers.unipc import sample_uni_pc, sample_uni_pc_bh2
+from diffusion.samplers.common import DenoiserFn, MissingNoiseError, SamplerStep, StepCallback
+from diffusion.samplers.dpm_solver import sample_dpm_adaptive, sample_dpm_fast
+from diffusion.samplers.dpmpp import sample_dpmpp_2m, sample_dpmpp_2m_sde, sample_dpmpp_3m_sde, sample_dpmpp_sde
+from diffusion.samplers.ode import sample_ddim, sample_dpm_2, sample_euler, sample_heun, sample_lms
+from diffusion.samplers.unipc import sample_uni_pc, sample_uni_pc_bh2
 
 NoiseKind = Literal["none", "step", "brownian"]
 InpaintNoise = Literal["given", "random"]

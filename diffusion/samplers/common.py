@@ -10,7 +10,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
-from nodes.diffusion.noise import BrownianNoiseSampler, NoiseSampler, StepNoiseSampler
+from diffusion.noise import BrownianNoiseSampler, NoiseSampler, StepNoiseSampler
 
 
 class DenoiserFn(Protocol):

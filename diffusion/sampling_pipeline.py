@@ -15,11 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from nodes.diffusion.guidance import ExtraConds, GuidedDenoiser, prepare_conditioning
-from nodes.diffusion.model_sampling import ApplyModel, Denoiser, DiscreteSampling
-from nodes.diffusion.noise import SEED_MAX, initial_noise
-from nodes.diffusion.samplers import DenoiserFn, StepCallback, get_sampler, run_sampler
-from nodes.types import Conditioning
+from diffusion.guidance import ExtraConds, GuidedDenoiser, prepare_conditioning
+from diffusion.model_sampling import ApplyModel, Denoiser, DiscreteSampling
+from diffusion.noise import SEED_MAX, initial_noise
+from diffusion.samplers import DenoiserFn, StepCallback, get_sampler, run_sampler
+from diffusion.values import Conditioning
 
 
 class SamplingInputError(ValueError):

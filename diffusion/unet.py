@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nodes.diffusion.attention import multihead_attention
+from diffusion.attention import multihead_attention
 
 # Every GroupNorm of the reference model uses 32 groups; a checkpoint cannot say otherwise (shapes only).
 NORM_GROUPS = 32

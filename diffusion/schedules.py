@@ -14,7 +14,7 @@ import scipy.stats
 import torch
 from torch import Tensor
 
-from nodes.diffusion.model_sampling import DiscreteSampling
+from diffusion.model_sampling import DiscreteSampling
 
 SchedulerName = Literal[
     "simple", "sgm_uniform", "karras", "exponential", "ddim_uniform", "beta", "normal", "linear_quadratic", "kl_optimal"

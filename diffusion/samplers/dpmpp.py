@@ -12,8 +12,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from nodes.diffusion.noise import NoiseSampler
-from nodes.diffusion.samplers.common import (
+from diffusion.noise import NoiseSampler
+from diffusion.samplers.common import (
     DenoiserFn,
     StepCallback,
     ancestral_step,

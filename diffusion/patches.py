@@ -37,8 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nodes.diffusion.handles import Clip, Model
-from nodes.diffusion.unet import SpatialTransformer
+from diffusion.handles import Clip, Model
+from diffusion.unet import SpatialTransformer
 
 PatchRoot = Literal["unet", "clip_l", "clip_h", "clip_g"]
 """Which module of a handle a patch adapts: the UNet of a Model, or one text encoder (by slot name) of a Clip."""

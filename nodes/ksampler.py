@@ -14,15 +14,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from nodes.context import Preview
-from nodes.diffusion.families import sdxl_adm, sdxl_refiner_adm
-from nodes.diffusion.handles import Model
-from nodes.diffusion.noise import initial_noise
-from nodes.diffusion.patches import applied_to_model
-from nodes.diffusion.previews import PreviewThrottle, encode_preview
-from nodes.diffusion.samplers import SamplerStep
-from nodes.diffusion.sampling_pipeline import sample_latent
-from nodes.types import CondEntry, Conditioning, Latent
+from diffusion.families import sdxl_adm, sdxl_refiner_adm
+from diffusion.handles import Model
+from diffusion.noise import initial_noise
+from diffusion.patches import applied_to_model
+from diffusion.previews import PreviewThrottle, encode_preview
+from diffusion.samplers import SamplerStep
+from diffusion.sampling_pipeline import sample_latent
+from diffusion.values import CondEntry, Conditioning, Latent, Preview
 
 ProgressFn = Callable[[int, int, Preview | None], None]
 
