@@ -26,10 +26,10 @@ from typing import Any
 from nodes.context import RunContext
 from nodes.inputs import Int, Link
 from nodes.registry import Node, Output, Registry, Result
-from server.cache import OutputCache
-from server.events import EventHub
-from server.executor import Executor
-from server.graph import validate_prompt
+from server.engine.cache import OutputCache
+from server.hub import EventHub
+from server.engine.executor import Executor
+from server.engine.graph import validate_prompt
 
 
 class Const(Node):

@@ -9,7 +9,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+if TYPE_CHECKING:
+    from diffusion.memory import ModelManager
 
 FolderKind = Literal["input", "output", "temp", "user"]
 PreviewMethod = Literal["none", "auto", "latent2rgb"]
@@ -55,3 +58,23 @@ class Services:
     folders: Folders
     models: Any = None  # the diffusion model manager (diffusion/memory.py); None where no model nodes run
     settings: RunSettings = RunSettings()
+
+
+def model_manager(device_choice: str | None, weight_dtype: str | None) -> ModelManager:
+    """The model manager on the chosen device ("cpu", "auto"/None: the first GPU when there is one) with the chosen
+    weight dtype; the composition root builds one per server through this, never importing the model library."""
+    from diffusion.memory import ModelManager, pick_device
+
+    return ModelManager(pick_device(device_choice or "auto"), weight_dtype=weight_dtype or "auto")
+
+
+def out_of_memory_hint(models: ModelManager, error: BaseException) -> str | None:
+    """After a GPU out-of-memory error: move idle models off the GPU and return the hint for the error message;
+    None for any other error."""
+    from diffusion.memory import is_out_of_memory
+
+    if not is_out_of_memory(error):
+        return None
+    models.offload_all()
+    return ("This error means the GPU ran out of memory. Idle models were moved off the GPU; try again, or use a "
+            "smaller image or batch size.")

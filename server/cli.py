@@ -20,14 +20,20 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from server.config import DEFAULT_MAX_UPLOAD, DEFAULT_PORT, ServerConfig, auth_token_from_env, is_loopback_address
+from server.engine.events import TERMINAL, Event, ExecutionCached, Executing, Progress
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-BARE_LISTEN = "0.0.0.0,::"  # ComfyUI: a bare --listen listens on every IPv4 and IPv6 address
+BARE_LISTEN = "0.0.0.0,::"
+
+if TYPE_CHECKING:
+    from server.compose import Runtime
+    from server.engine.executor import Executor, Outcome
+    from server.engine.graph import Graph  # ComfyUI: a bare --listen listens on every IPv4 and IPv6 address
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -66,6 +72,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="dtype of model weights (auto: fp32 on the CPU, the file's on a GPU; bf16 is ~3x "
                              "faster on CPUs with AMX)")
     common.add_argument("--cache-ram", type=float, metavar="GB", help="memory budget of the node output cache")
+    common.add_argument("--cache-vram", type=float, metavar="GB",
+                        help="GPU memory budget of the node output cache (default 2)")
     common.add_argument("--preview-method", choices=("none", "auto", "latent2rgb"), default=None,
                         help="sampler previews (default: auto)")
     common.add_argument("--preview-size", type=int, metavar="PX", help="longest side of preview images (512)")
@@ -109,6 +117,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         user_dir=_path(args.user_dir),
         extra_model_paths=tuple(Path(p) for p in args.extra_model_paths),
         cache_ram_bytes=int(args.cache_ram * 1024**3) if args.cache_ram else None,
+        cache_vram_bytes=int(args.cache_vram * 1024**3) if args.cache_vram is not None else None,
         preview_method=args.preview_method,
         preview_size=args.preview_size,
         disable_metadata=args.disable_metadata or None,
@@ -197,21 +206,25 @@ class CliError(Exception):
 
 
 def run_workflow(config: ServerConfig, workflow: Path, overrides: Sequence[str], *,
-                 out: Any = None, err: Any = None, progress: bool = True) -> int:
-    """`chisel run`: load, convert, override, validate and execute a workflow in-process; prints the outputs."""
-    from server.app import build_registry, build_services
-    from server.graph import PromptError, validate_prompt
-    from server.paths import ExtraPathsError, ServerFolders
+                 out: Any = None, err: Any = None, progress: bool = True,
+                 on_runtime: Callable[[Runtime], None] | None = None) -> int:
+    """`chisel run`: load, convert, override, validate and execute a workflow in-process; prints the outputs.
+    `on_runtime` sees the composed runtime before anything runs (tests)."""
+    from server.compose import compose
+    from server.engine.graph import PromptError, validate_prompt
+    from server.paths import ExtraPathsError
 
     out = out or sys.stdout
     err = err or sys.stderr
     try:
-        folders = ServerFolders.from_config(config)
+        runtime = compose(config)
+        folders, registry = runtime.folders, runtime.registry
+        if on_runtime is not None:
+            on_runtime(runtime)
         for kind in ("input", "output", "temp"):
             folders.directory(kind).mkdir(parents=True, exist_ok=True)
         # Before validation: LoadImage's file list must already hold the ready workflows' example inputs.
         folders.install_examples(config.workflows_dir / "assets")
-        registry, _ = build_registry(config, folders)
         prompt, extra_pnginfo = load_prompt(workflow, registry)
         prompt = apply_overrides(prompt, overrides, registry)
         graph = validate_prompt(prompt, registry)
@@ -222,14 +235,14 @@ def run_workflow(config: ServerConfig, workflow: Path, overrides: Sequence[str],
         print("chisel run: the prompt failed validation", file=err)
         print(json.dumps(exc.payload, indent=2, default=str), file=err)
         return EXIT_USAGE
-    services = build_services(config, folders)
-    outcome = _execute(config, registry, services, graph, extra_pnginfo, err=err, progress=progress)
+    outcome = _execute(runtime.executor, graph, extra_pnginfo, err=err, progress=progress)
     if outcome.status == "interrupted":
         print("chisel run: interrupted", file=err)
         return EXIT_INTERRUPTED
     if not outcome.ok:
         print("chisel run: the prompt failed", file=err)
-        print(json.dumps(_short_error(outcome.error or {}), indent=2, default=str), file=err)
+        print(json.dumps(_short_error(outcome.error.fields() if outcome.error else {}), indent=2, default=str),
+              file=err)
         return EXIT_FAILED
     _print_outputs(outcome.outputs, folders, out)
     print(f"done in {outcome.duration:.2f} s ({len(outcome.executed)} nodes ran)", file=out)
@@ -321,18 +334,7 @@ def _find_node(prompt: Mapping[str, Any], ref: str) -> str:
     raise CliError(f"--set: no node {ref!r} in the prompt (ids: {', '.join(list(prompt)[:30])})")
 
 
-def _execute(config: ServerConfig, registry: Any, services: Any, graph: Any, extra_pnginfo: Any, *, err: Any,
-             progress: bool) -> Any:
-    import functools
-
-    from nodes.context import RunContext
-    from server.app import _tensor_bytes, error_hint
-    from server.cache import OutputCache, walk_sizeof
-    from server.executor import Executor
-
-    cache = OutputCache(cpu_budget=config.cache_ram_bytes, sizeof=walk_sizeof(_tensor_bytes))
-    executor = Executor(registry, cache, functools.partial(RunContext, services=services),
-                        on_error=functools.partial(error_hint, services))
+def _execute(executor: Executor, graph: Graph, extra_pnginfo: Any, *, err: Any, progress: bool) -> Outcome:
     interrupt = threading.Event()
     sink = ProgressSink(graph, err, enabled=progress)
     previous = signal.getsignal(signal.SIGINT) if threading.current_thread() is threading.main_thread() else None
@@ -352,7 +354,7 @@ def _execute(config: ServerConfig, registry: Any, services: Any, graph: Any, ext
 
 
 class ProgressSink:
-    """An EventSink drawing tqdm bars on stderr: one for the nodes, one for the steps of the running node."""
+    """An engine EventSink drawing tqdm bars on stderr: one for the nodes, one for the steps of the running node."""
 
     def __init__(self, graph: Any, stream: Any, *, enabled: bool = True):
         from tqdm import tqdm
@@ -366,31 +368,28 @@ class ProgressSink:
         self.steps: Any = None
         self.current: str | None = None
 
-    def send(self, event: str, data: Mapping[str, Any], *, client_id: str | None) -> None:
-        if event == "execution_cached":
-            self.nodes.update(len(data.get("nodes", [])))
-        elif event == "executing":
+    def emit(self, event: Event, *, client_id: str | None) -> None:
+        if isinstance(event, ExecutionCached):
+            self.nodes.update(len(event.nodes))
+        elif isinstance(event, Executing):
             self._finish_node()
-            node_id = data.get("node")
+            node_id = event.node
             if node_id is not None:
                 self.current = node_id
                 node = self.graph.nodes.get(node_id)
                 label = (node.title or node.class_type) if node is not None else node_id
                 self.nodes.set_description(f"#{node_id} {label}"[:40])
-        elif event == "progress":
-            total = int(data.get("max") or 0)
+        elif isinstance(event, Progress):
+            total = event.max
             if self.steps is None or self.steps.total != total:
                 if self.steps is not None:
                     self.steps.close()
                 self.steps = self._tqdm(total=total, desc="  steps", unit="step", file=self.stream,
                                         disable=not self.enabled, leave=False, dynamic_ncols=True)
-            self.steps.n = int(data.get("value") or 0)
+            self.steps.n = event.value
             self.steps.refresh()
-        elif event in ("execution_success", "execution_error", "execution_interrupted"):
+        elif isinstance(event, TERMINAL):
             self._finish_node()
-
-    def send_preview(self, preview: Any, *, client_id: str | None, metadata: Mapping[str, Any]) -> None:
-        pass
 
     def _finish_node(self) -> None:
         if self.current is not None:

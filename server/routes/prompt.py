@@ -14,8 +14,9 @@ from typing import Any
 
 from aiohttp import web
 
-from server.graph import PromptError, check_prompt
-from server.queue import JOB_STATUSES, DuplicatePromptId
+from server.engine.graph import PromptError, check_prompt
+from server.engine.queue import JOB_STATUSES, DuplicatePromptId
+from server.messages import history_meta
 from server.routes.errors import ApiError, bad_request, int_param, not_found, read_json
 from server.routes.state import STATE, AppState
 from server.workflow import WorkflowError, to_api_prompt
@@ -101,13 +102,13 @@ async def get_history(request: web.Request) -> web.Response:
     store = request.app[STATE].engine.store
     max_items = int_param(request, "max_items", None, minimum=0)
     offset = int_param(request, "offset", None, minimum=-1)
-    return web.json_response(store.history(max_items=max_items, offset=offset))
+    return web.json_response(_with_meta(store.history(max_items=max_items, offset=offset)))
 
 
 @routes.get("/history/{prompt_id}")
 async def get_history_entry(request: web.Request) -> web.Response:
     store = request.app[STATE].engine.store
-    return web.json_response(store.history_entry(request.match_info["prompt_id"]))  # {} when unknown (200)
+    return web.json_response(_with_meta(store.history_entry(request.match_info["prompt_id"])))  # {}: unknown
 
 
 @routes.post("/history")
@@ -245,3 +246,11 @@ def _field_error(field: str, problem: str, value: Any) -> ApiError:
     shown = shown if len(shown) <= 80 else shown[:77] + "..."
     return ApiError(400, "invalid_field", f"Field {field} {problem}", f"{field}: got {shown}", {"field": field},
                     body_extra={"node_errors": {}})
+
+
+def _with_meta(history: dict[str, Any]) -> dict[str, Any]:
+    """History entries with the frontend's `meta` for their output nodes (entries recorded before it are kept)."""
+    for entry in history.values():
+        if not entry.get("meta"):
+            entry["meta"] = history_meta(entry.get("outputs") or {})
+    return history

@@ -5,31 +5,62 @@ create_app(config) (server/app.py) builds one AppState; handlers read it with `r
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from aiohttp import web
 
 from nodes.registry import Registry
+from nodes.services import Services
+from server.compose import Runtime
 from server.config import ServerConfig
+from server.engine.engine import Engine
+from server.hub import EventHub
 from server.paths import ServerFolders
 from server.userdata import UserStore
 
 
+class EngineNotStarted(RuntimeError):
+    """A route needed the engine before the app's startup built it."""
+
+
 @dataclass
 class AppState:
-    """config, folders, registry, users: built by create_app. engine: the queue/worker/events (server.engine_wiring).
-    sockets: the websocket clients (server/routes/ws.py). extension_dirs: custom node web folders by package name."""
+    """config and runtime (folders, registry, services, executor): built by create_app; users: the userdata store;
+    hub: the websocket hub the engine emits into; engine: the queue and worker, set when the app starts."""
 
     config: ServerConfig
-    folders: ServerFolders
-    registry: Registry
+    runtime: Runtime
     users: UserStore
-    engine: Any = None
-    sockets: Any = None
-    extension_dirs: dict[str, Path] = field(default_factory=dict)
-    services: Any = None
+    hub: EventHub
+    _engine: Engine | None = None
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            raise EngineNotStarted("the server is still starting")
+        return self._engine
+
+    @engine.setter
+    def engine(self, engine: Engine) -> None:
+        self._engine = engine
+
+    @property
+    def folders(self) -> ServerFolders:
+        return self.runtime.folders
+
+    @property
+    def registry(self) -> Registry:
+        return self.runtime.registry
+
+    @property
+    def services(self) -> Services:
+        return self.runtime.services
+
+    @property
+    def extension_dirs(self) -> Mapping[str, Path]:
+        return self.runtime.extension_dirs
 
 
 STATE = web.AppKey("chisel_state", AppState)

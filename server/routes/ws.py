@@ -1,4 +1,4 @@
-"""The websocket, /ws?clientId=ID (also /api/ws): ComfyUI's protocol on top of server/events.py's EventHub.
+"""The websocket, /ws?clientId=ID (also /api/ws): ComfyUI's protocol on top of server/hub.py's EventHub.
 
 On connect: register a ClientChannel under the client id (a reconnect with the same id replaces the older socket),
 send `status` with the `sid`, and, when this client's prompt is running, `executing` for its current node so the
@@ -16,7 +16,9 @@ import uuid
 
 from aiohttp import WSMsgType, web
 
-from server.events import encode_json
+from server.engine.events import Executing
+from server.hub import ClientChannel
+from server.messages import comfy_messages, encode_json
 from server.routes.info import feature_flags
 from server.routes.state import STATE
 
@@ -33,15 +35,17 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     client_id = requested if requested and CLIENT_ID.match(requested) else uuid.uuid4().hex
     ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=1024 * 1024)
     await ws.prepare(request)
-    channel = engine.hub.connect(client_id)
+    channel = state.hub.connect(client_id)
     sender = asyncio.create_task(_pump(channel, ws))
     try:
         await ws.send_str(encode_json("status", {"status": {"exec_info": {"queue_remaining":
                                                                            engine.queue_remaining()}},
                                                  "sid": client_id}))
-        running = engine.running_for(client_id)
-        if running is not None:
-            await ws.send_str(encode_json("executing", running))
+        running = engine.worker.running()
+        if running is not None and running.client_id == client_id and running.node_id is not None:
+            # a client that reconnects mid-prompt learns which node runs
+            for kind, data in comfy_messages(Executing(running.node_id, running.prompt_id)):
+                await ws.send_str(encode_json(kind, data))
         first = True
         async for message in ws:
             if message.type == WSMsgType.TEXT and first:
@@ -55,7 +59,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     except (ConnectionResetError, asyncio.CancelledError):
         pass
     finally:
-        engine.hub.disconnect(channel)
+        state.hub.disconnect(channel)
         sender.cancel()
         try:
             await sender
@@ -66,7 +70,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-async def _pump(channel, ws: web.WebSocketResponse) -> None:  # noqa: ANN001 (events.ClientChannel)
+async def _pump(channel: ClientChannel, ws: web.WebSocketResponse) -> None:
     """Send what the hub queues for this client until the channel closes (replaced, disconnected, overflowed)."""
     try:
         while True:

@@ -16,12 +16,12 @@ from nodes.context import RunContext
 from diffusion.memory import ModelManager
 from nodes.inputs import Link
 from nodes.registry import Node, Result
-from server.app import build_registry, build_services
-from server.cache import OutputCache, walk_sizeof
+from server.compose import build_registry, build_services
+from server.engine.cache import OutputCache, walk_sizeof
 from server.config import ServerConfig
-from server.events import EventRecorder
-from server.executor import Executor
-from server.graph import validate_prompt
+from server.messages import EventRecorder
+from server.engine.executor import Executor
+from server.engine.graph import validate_prompt
 from server.paths import ServerFolders
 from tests.diffusion.tiny_checkpoint import write_tiny_sd1_checkpoint
 

@@ -14,11 +14,11 @@ from PIL import Image
 from nodes.context import RunContext
 from diffusion.checkpoint import detect_checkpoint
 from diffusion.memory import ModelManager
-from server.app import build_registry, build_services
-from server.cache import OutputCache, walk_sizeof
+from server.compose import build_registry, build_services
+from server.engine.cache import OutputCache, walk_sizeof
 from server.config import ServerConfig
-from server.executor import Executor
-from server.graph import validate_prompt
+from server.engine.executor import Executor
+from server.engine.graph import validate_prompt
 from server.paths import ServerFolders
 from tests.diffusion.tiny_checkpoint import write_tiny_family_checkpoint
 

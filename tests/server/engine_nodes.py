@@ -14,8 +14,8 @@ from typing import Any
 from nodes.context import Preview, RunContext
 from nodes.inputs import Boolean, Combo, Float, Int, Link, String
 from nodes.registry import Node, Output, Registry, Result
-from server.cache import OutputCache
-from server.executor import Executor
+from server.engine.cache import OutputCache
+from server.engine.executor import Executor
 
 
 @dataclass

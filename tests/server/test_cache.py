@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from server.cache import OutputCache, walk_sizeof
+from server.engine.cache import OutputCache, walk_sizeof
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,9 @@ import time
 
 import pytest
 
-from server.cache import OutputCache
-from server.events import EventRecorder
-from server.graph import validate_prompt
+from server.engine.cache import OutputCache
+from server.messages import EventRecorder, history_meta
+from server.engine.graph import validate_prompt
 from tests.server import engine_nodes as E
 
 
@@ -30,8 +30,8 @@ def test_chain_runs_in_order_and_reports_ui(reg, calls):
     assert outcome.status == "success" and outcome.ok
     assert outcome.executed == ("n0", "n1", "n2", "n3", "nout")
     assert outcome.outputs == {"nout": {"values": [13]}}
-    assert outcome.meta["nout"] == {"node_id": "nout", "display_node": "nout", "parent_node": None,
-                                    "real_node_id": "nout"}
+    assert history_meta(outcome.outputs)["nout"] == {"node_id": "nout", "display_node": "nout", "parent_node": None,
+                                                     "real_node_id": "nout"}
     assert set(outcome.timings) == set(outcome.executed)
 
 
@@ -152,17 +152,17 @@ def test_interrupt_stops_a_slow_node_within_one_progress_step(reg, calls):
     outcome = result["o"]
     assert outcome.status == "interrupted"
     assert len(rec.of_type("progress")) <= set_at + 1  # stopped at the next progress call
-    assert outcome.error["node_id"] == "2" and outcome.error["node_type"] == "Slow"
-    assert outcome.error["executed"] == ["1"]
+    assert outcome.error.node_id == "2" and outcome.error.node_type == "Slow"
+    assert outcome.error.executed == ["1"]
     assert rec.types()[-1] == "execution_interrupted" and "3" not in calls.ids()
-    assert [m[0] for m in outcome.messages] == ["execution_start", "execution_cached", "execution_interrupted"]
+    assert [m.name for m in outcome.messages] == ["execution_start", "execution_cached", "execution_interrupted"]
 
 
 def test_interrupt_set_before_a_node_stops_before_it_runs(reg, calls):
     interrupt = threading.Event()
     interrupt.set()
     outcome = run(E.executor(reg, calls), reg, E.chain(2), interrupt=interrupt)
-    assert outcome.status == "interrupted" and calls.calls == [] and outcome.error["node_id"] == "n0"
+    assert outcome.status == "interrupted" and calls.calls == [] and outcome.error.node_id == "n0"
 
 
 def test_node_exception_gives_execution_error_in_comfyui_shape(reg, calls):
@@ -174,7 +174,7 @@ def test_node_exception_gives_execution_error_in_comfyui_shape(reg, calls):
     rec = EventRecorder()
     outcome = run(ex, reg, prompt, events=rec, extra_data={"client_id": "me"})
     assert outcome.status == "error"
-    error = outcome.error
+    error = outcome.error.fields()
     assert set(error) == {"prompt_id", "node_id", "node_type", "executed", "exception_message", "exception_type",
                           "traceback", "current_inputs", "current_outputs", "timestamp"}
     assert (error["node_id"], error["node_type"], error["executed"]) == ("2", "Fail", ["1"])
@@ -193,7 +193,7 @@ def test_wrong_number_of_returned_values_is_an_execution_error(reg, calls):
               "2": {"class_type": "WrongArity", "inputs": {"a": ["1", 0]}},
               "3": {"class_type": "Show", "inputs": {"value": ["2", 1]}}}
     outcome = run(E.executor(reg, calls), reg, prompt)
-    assert outcome.status == "error" and "declares 2 outputs" in outcome.error["exception_message"]
+    assert outcome.status == "error" and "declares 2 outputs" in outcome.error.exception_message
 
 
 def test_exception_raised_after_interrupt_counts_as_interruption(reg, calls):
@@ -213,7 +213,7 @@ def test_exception_raised_after_interrupt_counts_as_interruption(reg, calls):
             return self.asked > 2
 
     outcome = E.executor(reg, calls).execute(graph, prompt_id="x", interrupt=SetWhenAsked())
-    assert outcome.status == "interrupted" and outcome.error["node_id"] == "2"
+    assert outcome.status == "interrupted" and outcome.error.node_id == "2"
 
 
 def test_events_for_one_prompt_come_in_comfyui_order(reg, calls):
@@ -273,7 +273,7 @@ def test_failing_fingerprint_means_the_node_runs_and_reports_its_error(reg, call
     prompt = {"1": {"class_type": "Versioned", "inputs": {"path": str(tmp_path / "missing.txt")}},
               "2": {"class_type": "Show", "inputs": {"value": ["1", 0]}}}
     outcome = run(E.executor(reg, calls), reg, prompt)
-    assert outcome.status == "error" and outcome.error["exception_type"] == "FileNotFoundError"
+    assert outcome.status == "error" and outcome.error.exception_type == "FileNotFoundError"
 
 
 def test_hidden_inputs_reach_the_node(reg, calls):
@@ -311,4 +311,4 @@ def test_ten_thousand_deep_chain_runs_and_reruns_from_cache(reg, calls):
 def test_graph_from_another_registry_is_refused(reg, calls):
     graph = validate_prompt(E.chain(1), E.registry())
     outcome = E.executor(reg, calls).execute(graph, prompt_id="stale")
-    assert outcome.status == "error" and "validate the prompt again" in outcome.error["exception_message"]
+    assert outcome.status == "error" and "validate the prompt again" in outcome.error.exception_message

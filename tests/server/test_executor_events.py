@@ -6,7 +6,8 @@ import struct
 import threading
 
 from nodes.context import Preview
-from server.events import EventHub, encode_preview, encode_text
+from server.hub import EventHub
+from server.messages import encode_preview, encode_text
 
 JPEG = Preview(b"\xff\xd8\xff\xe0fake-jpeg", "JPEG")
 

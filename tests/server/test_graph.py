@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from server.graph import PromptError, check_prompt, validate_prompt
+from server.engine.graph import PromptError, check_prompt, validate_prompt
 from tests.server import engine_nodes as E
 
 

@@ -4,7 +4,7 @@ import sqlite3
 
 import pytest
 
-from server.queue import DuplicatePromptId, PromptStore, UnknownPrompt
+from server.engine.queue import DuplicatePromptId, PromptStore, UnknownPrompt
 
 
 class Clock:
@@ -39,7 +39,7 @@ def finish(store, prompt_id, status="success", outputs=None, start=1000, end=150
                                              "exception_message": "boom"}))
     else:
         messages.append(("execution_interrupted", {"prompt_id": prompt_id, "timestamp": end}))
-    store.finish(prompt_id, status=status, outputs=outputs or {}, messages=messages, meta={})
+    store.finish(prompt_id, status=status, outputs=outputs or {}, messages=messages)
 
 
 def test_prompts_are_claimed_by_number_then_order(store):
@@ -247,7 +247,7 @@ def test_store_survives_kill_dash_nine(path):
 
     script = (
         "import sys, time\n"
-        "from server.queue import PromptStore\n"
+        "from server.engine.queue import PromptStore\n"
         f"store = PromptStore({str(path)!r})\n"
         "for i in range(5):\n"
         "    store.put(f'p{i}', {'1': {'class_type': 'Const', 'inputs': {'value': i}}})\n"

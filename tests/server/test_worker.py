@@ -4,10 +4,10 @@ import time
 
 import pytest
 
-from server.events import EventRecorder
-from server.graph import validate_prompt
-from server.queue import PromptStore
-from server.worker import Worker
+from server.messages import EventRecorder
+from server.engine.graph import validate_prompt
+from server.engine.queue import PromptStore
+from server.engine.worker import Worker
 from tests.server import engine_nodes as E
 
 
@@ -58,7 +58,7 @@ def test_queued_prompt_runs_and_lands_in_history(engine):
     assert engine.worker.wait_idle(5)
     entry = engine.store.history_entry(prompt_id)[prompt_id]
     assert entry["outputs"] == {"nout": {"values": [7]}} and entry["status"]["status_str"] == "success"
-    assert entry["meta"]["nout"]["node_id"] == "nout"
+    assert [m[0] for m in entry["status"]["messages"]] == ["execution_start", "execution_cached", "execution_success"]
 
 
 def test_event_order_for_one_prompt_matches_comfyui(engine):
@@ -135,7 +135,7 @@ def test_prompt_that_no_longer_validates_is_reported_as_an_error(tmp_path):
     try:
         assert eng.worker.wait_idle(5)
         assert eng.store.status_of(prompt_id) == "error"
-        assert eng.events.of_type("execution_error")[0]["exception_type"] == "server.graph.PromptError"
+        assert eng.events.of_type("execution_error")[0]["exception_type"] == "server.engine.graph.PromptError"
     finally:
         eng.close()
 

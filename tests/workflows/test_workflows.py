@@ -10,7 +10,7 @@ from PIL import Image
 
 from server.cli import main as chisel
 from server.config import REPO_ROOT, ServerConfig
-from server.app import build_registry
+from server.compose import build_registry
 from server.paths import ServerFolders
 from server.workflow import convert_workflow, read_png_metadata
 

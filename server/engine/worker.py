@@ -1,9 +1,9 @@
 """The worker thread: takes queued prompts from the store one at a time and runs them.
 
 For each prompt: claim_next -> validate again against the current registry (node files or model folders may have
-changed since it was queued) -> executor.execute -> store.finish -> events. Status broadcasts (`status` with
-queue_remaining) go out when a prompt is queued, taken and finished; the final `executing {node: null, prompt_id}`
-goes to the prompt's client after its history is written (ComfyUI's order).
+changed since it was queued) -> executor.execute -> store.finish -> events. QueueStatus goes to everyone when a
+prompt is queued, taken and finished; the final Executing(node=None) goes to the prompt's client after its history
+is written (ComfyUI's order).
 
 Interrupt is per prompt (ComfyUI: with a prompt id, only if that prompt is running; without, whatever runs).
 `free()` flags are handled between prompts. The thread sleeps on an event when the queue is empty (no polling) and
@@ -21,10 +21,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from nodes.registry import Registry
-from server.events import EventSink
-from server.executor import Executor, Outcome
-from server.graph import PromptError, validate_prompt
-from server.queue import PromptStore, QueueItem
+from server.engine.events import (
+    TERMINAL,
+    Event,
+    EventSink,
+    Executing,
+    ExecutionError,
+    ExecutionStart,
+    QueueStatus,
+    exception_type_name,
+)
+from server.engine.executor import Executor, Outcome
+from server.engine.graph import PromptError, validate_prompt
+from server.engine.queue import PromptStore, QueueItem
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +53,7 @@ class Worker:
     store      the PromptStore
     registry   the node registry prompts are validated against when they are taken
     executor   the Executor
-    events     the EventSink (the app's EventHub)
+    events     the EventSink (a server's websocket hub)
     on_free    called between prompts as on_free(unload_models=, free_memory=) after POST /free (the app unloads
                models there); the worker itself clears the output cache when free_memory is set
     """
@@ -145,8 +154,7 @@ class Worker:
         return self.store.queue_remaining()
 
     def broadcast_status(self) -> None:
-        self.events.send("status", {"status": {"exec_info": {"queue_remaining": self.store.queue_remaining()}}},
-                         client_id=None)
+        self.events.emit(QueueStatus(self.store.queue_remaining()), client_id=None)
 
     def wait_idle(self, timeout: float = 10.0) -> bool:
         """Block until nothing is pending or running (tests, CLI); False on timeout."""
@@ -214,27 +222,27 @@ class Worker:
                 self.store.requeue(item.prompt_id)
             else:
                 self.store.finish(item.prompt_id, status=outcome.status, outputs=outcome.outputs,
-                                  messages=outcome.messages, meta=outcome.meta)
+                                  messages=[(event.name, event.fields()) for event in outcome.messages])
         except Exception:
             log.exception("could not record the end of prompt %s", item.prompt_id)
         sink.release()
         self.broadcast_status()
-        self.events.send("executing", {"node": None, "prompt_id": item.prompt_id}, client_id=item.client_id)
+        self.events.emit(Executing(None, item.prompt_id), client_id=item.client_id)
 
     def _rejected(self, item: QueueItem, err: PromptError, sink: EventSink) -> Outcome:
         """A queued prompt that no longer validates (a node or model file went away): reported as an error."""
         now = int(self.clock() * 1000)
         node_id = next(iter(err.node_errors), None) or err.error.get("extra_info", {}).get("node_id")
         node_type = err.node_errors.get(node_id, {}).get("class_type") if node_id else None
-        start = {"prompt_id": item.prompt_id, "timestamp": now}
-        error = {"prompt_id": item.prompt_id, "node_id": node_id, "node_type": node_type, "executed": [],
-                 "exception_message": f"The prompt no longer validates: {err}", "exception_type":
-                 "server.graph.PromptError", "traceback": [], "current_inputs": {}, "current_outputs": [],
-                 "timestamp": now}
-        for event, data in (("execution_start", start), ("execution_error", error)):
-            sink.send(event, data, client_id=item.client_id)
-        return Outcome(prompt_id=item.prompt_id, status="error", outputs={}, meta={}, executed=(), cached=(),
-                       error=error, messages=(("execution_start", start), ("execution_error", error)))
+        start = ExecutionStart(item.prompt_id, now)
+        error = ExecutionError(prompt_id=item.prompt_id, node_id=node_id, node_type=node_type, executed=(),
+                               exception_message=f"The prompt no longer validates: {err}",
+                               exception_type=exception_type_name(err), traceback=(), current_inputs={},
+                               current_outputs=(), timestamp=now)
+        for event in (start, error):
+            sink.emit(event, client_id=item.client_id)
+        return Outcome(prompt_id=item.prompt_id, status="error", outputs={}, executed=(), cached=(), error=error,
+                       messages=(start, error))
 
     def _on_executing(self, node_id: str | None) -> None:
         with self._lock:
@@ -257,28 +265,23 @@ class Worker:
 
 class _TrackingSink:
     """Forwards one prompt's events, remembers which node is executing (for clients that reconnect mid-prompt), and
-    holds the prompt's final event (execution_success / _error / _interrupted) until `release()`: the worker
-    releases it after writing the history, so a client that reads /history/{id} on that event finds the entry."""
-
-    TERMINAL = frozenset({"execution_success", "execution_error", "execution_interrupted"})
+    holds the prompt's final event (success, error or interrupted) until `release()`: the worker releases it after
+    writing the history, so a client that reads /history/{id} on that event finds the entry."""
 
     def __init__(self, inner: EventSink, on_executing: Callable[[str | None], None]):
         self.inner = inner
         self.on_executing = on_executing
-        self._held: list[tuple[str, Mapping[str, Any], str | None]] = []
+        self._held: list[tuple[Event, str | None]] = []
 
-    def send(self, event: str, data: Mapping[str, Any], *, client_id: str | None) -> None:
-        if event in self.TERMINAL:
-            self._held.append((event, data, client_id))
+    def emit(self, event: Event, *, client_id: str | None) -> None:
+        if isinstance(event, TERMINAL):
+            self._held.append((event, client_id))
             return
-        if event == "executing":
-            self.on_executing(data.get("node"))
-        self.inner.send(event, data, client_id=client_id)
-
-    def send_preview(self, preview: Any, *, client_id: str | None, metadata: Mapping[str, Any]) -> None:
-        self.inner.send_preview(preview, client_id=client_id, metadata=metadata)
+        if isinstance(event, Executing):
+            self.on_executing(event.node)
+        self.inner.emit(event, client_id=client_id)
 
     def release(self) -> None:
         held, self._held = self._held, []
-        for event, data, client_id in held:
-            self.inner.send(event, data, client_id=client_id)
+        for event, client_id in held:
+            self.inner.emit(event, client_id=client_id)

@@ -7,7 +7,8 @@ once; a finished prompt never runs again.
 
 Shapes are ComfyUI's:
   queue item     [number, prompt_id, prompt, extra_data, outputs_to_execute]  (pending sorted by number, then order)
-  history entry  {prompt: <queue item>, outputs, status: {status_str, completed, messages}, meta}
+  history entry  {prompt: <queue item>, outputs, status: {status_str, completed, messages}, meta} (meta: the web
+                 layer fills it from the outputs; the column keeps what older versions stored)
   jobs           {jobs: [...], pagination: {offset, limit, total, has_more}} (GET /api/jobs)
 Sensitive extra_data keys (ComfyUI's SENSITIVE_EXTRA_DATA_KEYS) are never written to disk: they are kept in memory
 for the run only and merged back into the item `claim_next` returns.
@@ -174,7 +175,7 @@ class PromptStore:
                              client_id=row["client_id"])
 
     def finish(self, prompt_id: str, *, status: FinalStatus, outputs: Mapping[str, Any] | None = None,
-               messages: Iterable[Sequence[Any]] = (), meta: Mapping[str, Any] | None = None) -> None:
+               messages: Iterable[Sequence[Any]] = ()) -> None:
         """Record a prompt's end (moves it to the history) and drop the oldest history beyond `max_history`."""
         if status not in _DONE:
             raise ValueError(f"status must be one of {_DONE}, got {status!r}")
@@ -196,10 +197,9 @@ class PromptStore:
                 raise UnknownPrompt(prompt_id)
             done = self._bump("done")
             self._db.execute(
-                "UPDATE prompts SET status = ?, done_seq = ?, outputs = ?, messages = ?, meta = ?, start_time = ?,"
+                "UPDATE prompts SET status = ?, done_seq = ?, outputs = ?, messages = ?, start_time = ?,"
                 " end_time = ?, outputs_count = ?, preview_output = ?, execution_error = ? WHERE prompt_id = ?",
-                (status, done, _dumps(outputs, "outputs"), _dumps(messages, "messages"), _dumps(dict(meta or {}),
-                 "meta"), start if start is not None else row["start_time"], end if end is not None else
+                (status, done, _dumps(outputs, "outputs"), _dumps(messages, "messages"), start if start is not None else row["start_time"], end if end is not None else
                  self._now_ms(), count, _dumps(preview, "preview") if preview else None,
                  _dumps(error, "error") if error else None, prompt_id))
             self._db.execute(

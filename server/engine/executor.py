@@ -1,16 +1,16 @@
 """Run a validated Graph: cache keys, cache reuse, node dispatch with ComfyUI's list semantics, lazy inputs,
-per-prompt interrupt, and the websocket events in ComfyUI's order.
+per-prompt interrupt, and the engine's events (server/engine/events.py) in ComfyUI's order.
 
 The executor knows nothing of torch or of any particular node: it calls `spec.call(ctx, inputs)` for the specs the
 graph carries, builds each node's context with the injected `context_factory`, stores outputs in the injected cache
-and reports through the injected event sink.
+and reports through the injected event sink; the web layer turns those events into websocket messages.
 
-Events for one prompt (the prompt's client, or everyone when it has no client_id):
-  execution_start, execution_cached {nodes},
-  per node: executing {node, display_node}, progress {value, max, node} + progress_state + previews,
-            executed {node, display_node, output} (only when the node has ui; cached output nodes re-send theirs),
-  then execution_success | execution_error | execution_interrupted.
-The worker sends the final `executing {node: null}` after the history is written.
+Events for one prompt (to the prompt's client, or everyone when it has no client_id):
+  ExecutionStart, ExecutionCached(nodes),
+  per node: Executing(node), Progress(value, max, preview)..., Executed(node, output) (only when the node has a
+            ui; cached output nodes re-send theirs),
+  then ExecutionSuccess | ExecutionError | ExecutionInterrupted.
+The worker emits the final Executing(node=None) after the history is written.
 
 Cache key of a node = hash(its static signature from the graph (type, cast literals, link slots, its id if it reads
 UNIQUE_ID), its fingerprint if the spec has one, the keys of the nodes it links to). Keys are digests computed once
@@ -31,9 +31,22 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from nodes.registry import NodeSpec, Registry
-from server.cache import OutputCache
-from server.events import EventSink, NullSink
-from server.graph import Graph
+from server.engine.cache import OutputCache
+from server.engine.events import (
+    Event,
+    EventSink,
+    Executed,
+    ExecutionCached,
+    ExecutionError,
+    ExecutionInterrupted,
+    ExecutionStart,
+    ExecutionSuccess,
+    Executing,
+    NullSink,
+    Progress,
+    exception_type_name,
+)
+from server.engine.graph import Graph
 
 log = logging.getLogger(__name__)
 
@@ -60,21 +73,19 @@ class Outcome:
     """The result of executing one prompt.
 
     outputs   ui dicts by node id (the history's "outputs"), for nodes that ran or were served from the cache
-    meta      {node_id: {node_id, display_node, parent_node, real_node_id}} for those nodes (history "meta")
-    executed  node ids that ran, in order; cached: node ids reused from the cache (as sent in execution_cached)
-    error     the execution_error or execution_interrupted payload, else None
-    messages  [(event, data)] for the history's status.messages (start, cached, success|error|interrupted)
+    executed  node ids that ran, in order; cached: node ids reused from the cache (as sent in ExecutionCached)
+    error     the ExecutionError or ExecutionInterrupted event, else None
+    messages  the events for the history's status.messages (start, cached, success | error | interrupted)
     timings   seconds per node that ran; duration: seconds for the whole prompt
     """
 
     prompt_id: str
     status: Status
     outputs: Mapping[str, Mapping[str, Any]]
-    meta: Mapping[str, Mapping[str, Any]]
     executed: tuple[str, ...]
     cached: tuple[str, ...]
-    error: Mapping[str, Any] | None
-    messages: tuple[tuple[str, Mapping[str, Any]], ...]
+    error: ExecutionError | ExecutionInterrupted | None
+    messages: tuple[Event, ...]
     timings: Mapping[str, float] = field(default_factory=dict)
     duration: float = 0.0
 
@@ -156,44 +167,41 @@ class _Run:
         self.holds: dict[str, set[str]] = {}  # the sources each node to run is counted as waiting on
         self.ui: dict[str, Mapping[str, Any]] = {}
         self.timings: dict[str, float] = {}
-        self.messages: list[tuple[str, Mapping[str, Any]]] = []
+        self.messages: list[Event] = []
         self.current: str | None = None
 
     # ---- the run -------------------------------------------------------------------------------------------------
     def go(self) -> Outcome:
         started = time.perf_counter()
-        self.message("execution_start", {"prompt_id": self.prompt_id, "timestamp": self.now()})
+        self.message(ExecutionStart(self.prompt_id, self.now()))
         status: Status
-        error: dict[str, Any] | None = None
+        error: ExecutionError | ExecutionInterrupted | None = None
         try:
             self.check_specs()
             self.compute_keys()
             self.plan()
-            self.message("execution_cached", {"nodes": list(self.cached), "prompt_id": self.prompt_id,
-                                              "timestamp": self.now()})
+            self.message(ExecutionCached(tuple(self.cached), self.prompt_id, self.now()))
             for output in self.graph.outputs:
                 self.produce(output)
         except _Stopped as stop:
             status = "interrupted"
             node_id = stop.node_id
-            error = {"prompt_id": self.prompt_id, "node_id": node_id, "node_type": self.node_type(node_id),
-                     "executed": self.done_ids(), "timestamp": self.now()}
-            self.message("execution_interrupted", error)
+            error = ExecutionInterrupted(self.prompt_id, node_id, self.node_type(node_id), self.done_ids(),
+                                         self.now())
+            self.message(error)
         except _Failed as failure:
             status = "error"
-            error = self.error_payload(failure.node_id, failure.error, failure.inputs)
-            self.message("execution_error", error)
+            error = self.error_event(failure.node_id, failure.error, failure.inputs)
+            self.message(error)
         except Exception as exc:  # a fault outside any node (a sizeof, a context factory...): still an answer
             log.exception("prompt %s failed outside a node", self.prompt_id)
             status = "error"
-            error = self.error_payload(self.current, exc, {})
-            self.message("execution_error", error)
+            error = self.error_event(self.current, exc, {})
+            self.message(error)
         else:
             status = "success"
-            self.message("execution_success", {"prompt_id": self.prompt_id, "timestamp": self.now()})
-        meta = {node_id: {"node_id": node_id, "display_node": node_id, "parent_node": None, "real_node_id": node_id}
-                for node_id in self.ui}
-        return Outcome(prompt_id=self.prompt_id, status=status, outputs=dict(self.ui), meta=meta,
+            self.message(ExecutionSuccess(self.prompt_id, self.now()))
+        return Outcome(prompt_id=self.prompt_id, status=status, outputs=dict(self.ui),
                        executed=tuple(self.executed), cached=tuple(self.cached), error=error,
                        messages=tuple(self.messages), timings=dict(self.timings),
                        duration=time.perf_counter() - started)
@@ -342,7 +350,7 @@ class _Run:
         self.current = node_id
         node = self.graph.nodes[node_id]
         spec = node.spec
-        self.send("executing", {"node": node_id, "display_node": node_id, "prompt_id": self.prompt_id})
+        self.send(Executing(node_id, self.prompt_id))
         inputs = self.gather(node_id)
         hidden = {arg: self.hidden_value(kind, node_id) for arg, kind in spec.hidden.items()}
         ctx = self.context(node_id, self.reporter(node_id))
@@ -360,8 +368,7 @@ class _Run:
             self.x.cache.put(self.keys[node_id], output)
         if output.ui is not None:
             self.ui[node_id] = output.ui
-            self.send("executed", {"node": node_id, "display_node": node_id, "output": output.ui,
-                                   "prompt_id": self.prompt_id})
+            self.send(Executed(node_id, output.ui, self.prompt_id))
         self.release(self.holds.pop(node_id, ()))
 
     def gather(self, node_id: str) -> dict[str, tuple[Any, ...]]:
@@ -428,8 +435,7 @@ class _Run:
         ui = self.results[node_id].ui
         if ui is not None:
             self.ui[node_id] = ui
-            self.send("executed", {"node": node_id, "display_node": node_id, "output": ui,
-                                   "prompt_id": self.prompt_id})
+            self.send(Executed(node_id, ui, self.prompt_id))
 
     # ---- context, events, errors ---------------------------------------------------------------------------------
     def context(self, node_id: str, report: Callable[[int, int, Any], None]) -> Any:
@@ -444,26 +450,17 @@ class _Run:
         prompt_id, client_id, events = self.prompt_id, self.client_id, self.events
 
         def report(value: int, total: int, preview: Any = None) -> None:
-            events.send("progress", {"value": value, "max": total, "prompt_id": prompt_id, "node": node_id},
-                        client_id=client_id)
-            events.send("progress_state", {"prompt_id": prompt_id, "nodes": {node_id: {
-                "value": value, "max": total, "state": "running", "node_id": node_id, "prompt_id": prompt_id,
-                "display_node_id": node_id, "parent_node_id": None, "real_node_id": node_id}}},
-                        client_id=client_id)
-            if preview is not None:
-                events.send_preview(preview, client_id=client_id, metadata={
-                    "node_id": node_id, "prompt_id": prompt_id, "display_node_id": node_id,
-                    "parent_node_id": None, "real_node_id": node_id})
+            events.emit(Progress(value, total, prompt_id, node_id, preview), client_id=client_id)
 
         return report
 
-    def send(self, event: str, data: Mapping[str, Any]) -> None:
-        self.events.send(event, data, client_id=self.client_id)
+    def send(self, event: Event) -> None:
+        self.events.emit(event, client_id=self.client_id)
 
-    def message(self, event: str, data: Mapping[str, Any]) -> None:
+    def message(self, event: Event) -> None:
         """An event that also goes into the history's status.messages."""
-        self.messages.append((event, data))
-        self.send(event, data)
+        self.messages.append(event)
+        self.send(event)
 
     def now(self) -> int:
         return int(self.x.clock() * 1000)
@@ -475,7 +472,7 @@ class _Run:
     def done_ids(self) -> list[str]:
         return list(dict.fromkeys([*self.cached, *self.executed]))
 
-    def error_payload(self, node_id: str | None, exc: BaseException, inputs: Mapping[str, Any]) -> dict[str, Any]:
+    def error_event(self, node_id: str | None, exc: BaseException, inputs: Mapping[str, Any]) -> ExecutionError:
         message = str(exc) or type(exc).__name__
         if self.x.on_error is not None:
             try:
@@ -485,11 +482,12 @@ class _Run:
                 hint = None
             if hint:
                 message = f"{message}\n{hint}"
-        return {"prompt_id": self.prompt_id, "node_id": node_id, "node_type": self.node_type(node_id),
-                "executed": self.done_ids(), "exception_message": message, "exception_type": _type_name(exc),
-                "traceback": traceback.format_tb(exc.__traceback__),
-                "current_inputs": {name: [_format(v) for v in items] for name, items in inputs.items()},
-                "current_outputs": list(self.results), "timestamp": self.now()}
+        return ExecutionError(
+            prompt_id=self.prompt_id, node_id=node_id, node_type=self.node_type(node_id), executed=self.done_ids(),
+            exception_message=message, exception_type=exception_type_name(exc),
+            traceback=traceback.format_tb(exc.__traceback__),
+            current_inputs={name: [_format(v) for v in items] for name, items in inputs.items()},
+            current_outputs=list(self.results), timestamp=self.now())
 
 
 _VOLATILE = object()
@@ -514,12 +512,6 @@ def _merge_ui(uis: list[Mapping[str, Any]]) -> Mapping[str, Any] | None:
             else:
                 items.append(value)
     return merged
-
-
-def _type_name(exc: BaseException) -> str:
-    cls = type(exc)
-    module = cls.__module__
-    return cls.__qualname__ if module in (None, "builtins") else f"{module}.{cls.__qualname__}"
 
 
 def _format(value: Any) -> Any:

@@ -1,134 +1,28 @@
-"""Events from the worker and executor to websocket clients, in ComfyUI's message format.
+"""The websocket hub: delivers ComfyUI messages to connected clients, thread-safely.
 
-The executor and worker emit into an `EventSink` (`send` for JSON messages, `send_preview` for preview images); they
-never touch sockets. Two sinks live here:
-
-  EventHub      thread-safe fan-out to connected clients. Each websocket connection registers a `ClientChannel`
-                (bound to the aiohttp event loop); the worker thread serialises a message once and hands it to each
-                target's loop with `loop.call_soon_threadsafe`. Each channel has a bounded queue: a slow client drops
-                older previews, and a client that falls hopelessly behind on JSON messages is closed (the browser
-                reconnects and re-syncs) -- the worker is never blocked.
-  EventRecorder an in-memory sink for tests and the CLI.
+`EventHub` is the engine's EventSink in a server: the worker thread emits engine events, the hub translates each
+into ComfyUI's messages (server/messages.py) and hands them to the clients' channels; route code can also `send` a
+raw message. Each websocket connection registers a `ClientChannel` (bound to the aiohttp event loop); a message is
+serialised once and handed to each target's loop. Each channel has a bounded queue: a slow client drops older
+previews, and a client that falls hopelessly behind on JSON messages is closed (the browser reconnects and
+re-syncs) -- the worker is never blocked.
 
 Routing (ComfyUI compatible): `client_id=None` broadcasts to every client; otherwise the message goes to that client
-only (dropped if it is not connected).
-
-Binary frames (ComfyUI `protocol.BinaryEventTypes`): every frame starts with a big-endian uint32 event type.
-  1  PREVIEW_IMAGE                uint32 image format (1 = JPEG, 2 = PNG), then the encoded image
-  3  TEXT                         uint32 len(node_id), node_id, then the text (utf-8)
-  4  PREVIEW_IMAGE_WITH_METADATA  uint32 len(json), the json metadata, then the encoded image
-A client gets type 4 if it negotiated `supports_preview_metadata` in its first `feature_flags` message, else type 1.
+only (dropped if it is not connected). A client gets preview frames of type 4 if it negotiated
+`supports_preview_metadata` in its first `feature_flags` message, else type 1.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import struct
 import threading
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
-PREVIEW_IMAGE = 1
-TEXT = 3
-PREVIEW_IMAGE_WITH_METADATA = 4
-
-_IMAGE_FORMATS = {"JPEG": (1, "image/jpeg"), "PNG": (2, "image/png")}
-
-
-class EventSink(Protocol):
-    """Where the executor and the worker send events. Implementations must be thread-safe."""
-
-    def send(self, event: str, data: Mapping[str, Any], *, client_id: str | None) -> None:
-        """A JSON message `{"type": event, "data": data}`; `client_id=None` broadcasts to all clients."""
-        ...
-
-    def send_preview(self, preview: Any, *, client_id: str | None, metadata: Mapping[str, Any]) -> None:
-        """A preview image: `preview` has `.data` (encoded bytes) and `.format` ("JPEG" | "PNG");
-        `metadata` is {node_id, prompt_id, display_node_id, parent_node_id, real_node_id} (image_type is added)."""
-        ...
-
-
-class NullSink:
-    """Drops everything (benchmarks, CLI runs without listeners)."""
-
-    def send(self, event: str, data: Mapping[str, Any], *, client_id: str | None) -> None:
-        pass
-
-    def send_preview(self, preview: Any, *, client_id: str | None, metadata: Mapping[str, Any]) -> None:
-        pass
-
-
-# ---- binary frames ----------------------------------------------------------------------------------------------
-def image_type(preview: Any) -> str:
-    """The MIME type of a preview (`image/jpeg` or `image/png`)."""
-    return _IMAGE_FORMATS.get(str(getattr(preview, "format", "JPEG")).upper(), _IMAGE_FORMATS["JPEG"])[1]
-
-
-def encode_preview(preview: Any, metadata: Mapping[str, Any] | None) -> bytes:
-    """A preview frame: type 4 with JSON metadata when `metadata` is given, else the legacy type 1."""
-    data: bytes = preview.data
-    if metadata is not None:
-        meta = json.dumps({**metadata, "image_type": image_type(preview)}).encode()
-        return struct.pack(">II", PREVIEW_IMAGE_WITH_METADATA, len(meta)) + meta + data
-    code = _IMAGE_FORMATS.get(str(getattr(preview, "format", "JPEG")).upper(), _IMAGE_FORMATS["JPEG"])[0]
-    return struct.pack(">II", PREVIEW_IMAGE, code) + data
-
-
-def encode_text(node_id: str, text: str) -> bytes:
-    """A progress-text frame (type 3)."""
-    node = node_id.encode()
-    return struct.pack(">II", TEXT, len(node)) + node + text.encode()
-
-
-def encode_json(event: str, data: Mapping[str, Any]) -> str:
-    return json.dumps({"type": event, "data": data}, default=str)
-
-
-# ---- recorder (tests) ---------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Recorded:
-    """One recorded event. `kind` is "json" or "preview"; for previews `event` is "preview" and `data` the metadata."""
-
-    kind: str
-    event: str
-    data: Mapping[str, Any]
-    client_id: str | None
-    preview: Any = None
-
-
-class EventRecorder:
-    """An in-memory EventSink: keeps every message in order (thread-safe)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._items: list[Recorded] = []
-
-    def send(self, event: str, data: Mapping[str, Any], *, client_id: str | None) -> None:
-        with self._lock:
-            self._items.append(Recorded("json", event, data, client_id))
-
-    def send_preview(self, preview: Any, *, client_id: str | None, metadata: Mapping[str, Any]) -> None:
-        with self._lock:
-            self._items.append(Recorded("preview", "preview", dict(metadata), client_id, preview))
-
-    @property
-    def items(self) -> list[Recorded]:
-        with self._lock:
-            return list(self._items)
-
-    def types(self, *, prompt_id: str | None = None) -> list[str]:
-        """Event types in order, optionally only those whose data names `prompt_id`."""
-        return [i.event for i in self.items if prompt_id is None or i.data.get("prompt_id") == prompt_id]
-
-    def of_type(self, event: str) -> list[Mapping[str, Any]]:
-        return [i.data for i in self.items if i.event == event]
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
+from server.engine.events import Event
+from server.messages import PreviewFrame, comfy_messages, encode_json, encode_preview
 
 
 # ---- hub (websockets) ---------------------------------------------------------------------------------------------
@@ -239,7 +133,7 @@ class ClientChannel:
 
 
 class EventHub:
-    """Thread-safe EventSink that delivers to connected websocket clients (see module docstring).
+    """Thread-safe engine EventSink that delivers to connected websocket clients (see module docstring).
 
     max_previews   previews a client may have waiting; older ones are dropped first
     max_messages   JSON messages a client may have waiting before it is disconnected as too slow
@@ -273,7 +167,16 @@ class EventHub:
         with self._lock:
             return list(self._channels)
 
+    def emit(self, event: Event, *, client_id: str | None) -> None:
+        """The engine's events, as ComfyUI's messages."""
+        for message in comfy_messages(event):
+            if isinstance(message, PreviewFrame):
+                self.send_preview(message.preview, client_id=client_id, metadata=message.metadata)
+            else:
+                self.send(message[0], message[1], client_id=client_id)
+
     def send(self, event: str, data: Mapping[str, Any], *, client_id: str | None) -> None:
+        """A raw JSON message `{"type": event, "data": data}`."""
         targets = self._targets(client_id)
         if targets:
             message = _Message(text=encode_json(event, data))
@@ -281,6 +184,7 @@ class EventHub:
                 self._deliver(channel, message)
 
     def send_preview(self, preview: Any, *, client_id: str | None, metadata: Mapping[str, Any]) -> None:
+        """A preview image (`.data` encoded bytes, `.format` "JPEG" | "PNG") with frame-4 metadata."""
         targets = self._targets(client_id)
         if targets:
             message = _Message(preview=preview, metadata=dict(metadata))

@@ -1,0 +1,36 @@
+"""The engine as one unit: the persistent queue, the output cache, the executor and the worker thread that joins
+them. It knows no HTTP and no model code: a web server (or another process) holds one and gives it an EventSink.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from server.engine.cache import OutputCache
+from server.engine.executor import Executor
+from server.engine.queue import PromptStore
+from server.engine.worker import Worker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Engine:
+    """store: the SQLite queue and history; cache: outputs by signature; executor: runs graphs; worker: the thread
+    that takes prompts from the store and runs them (started with `worker.start()`)."""
+
+    store: PromptStore
+    cache: OutputCache
+    executor: Executor
+    worker: Worker
+
+    def queue_remaining(self) -> int:
+        return self.store.queue_remaining()
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop the worker (its prompt goes back to the queue) and close the store."""
+        if not self.worker.stop(timeout):
+            log.warning("the worker did not stop within %.0f s; the queue keeps its prompt for the next start",
+                        timeout)
+        self.store.close()
