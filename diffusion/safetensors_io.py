@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import struct
-import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,6 +19,8 @@ from types import MappingProxyType
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
+
+from safefiles import atomic_path
 
 PICKLE_SUFFIXES = frozenset({".ckpt", ".pt", ".pth", ".bin", ".pkl"})
 """Suffixes of pickle-based checkpoints, refused (unpickling can run arbitrary code)."""
@@ -169,7 +170,8 @@ class TensorReader:
 def save_atomic(
     path: str | os.PathLike[str], tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None
 ) -> None:
-    """Write a .safetensors file atomically: a temporary file in the same folder, then rename over `path`.
+    """Write a .safetensors file atomically (safefiles.atomic_path): a temporary file in the same folder, fsynced,
+    then renamed over `path`; a failed save leaves `path` as it was.
 
     Tensors are moved to the CPU and made contiguous (safetensors requires both); no tensor may share memory.
     """
@@ -181,11 +183,5 @@ def save_atomic(
             raise TypeError(f"safetensors metadata must map str to str, got {key!r}: {type(value).__name__}")
     cpu = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(cpu, tmp, metadata=dict(metadata) if metadata else None)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path, prefix=f".{path.name}.", suffix=".tmp") as tmp:
+        save_file(cpu, str(tmp), metadata=dict(metadata) if metadata else None)

@@ -10,7 +10,6 @@ import hashlib
 import io
 import os
 import random
-import tempfile
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
@@ -21,10 +20,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, ImageSequence
 
+from nodes.context import RunContext
 from nodes.inputs import MAX_RESOLUTION, Combo, Files, Float, Int, Link, String
 from nodes.png_metadata import png_text_chunks
 from nodes.registry import Node, Output, Result
 from nodes.resize import crop_to_aspect
+from safefiles import PathRefused, real_path_inside, stage
 
 UpscaleMethod = Literal["nearest-exact", "bilinear", "area", "bicubic", "lanczos"]
 CropMethod = Literal["disabled", "center"]
@@ -54,7 +55,7 @@ class LoadImage(Node):
     outputs = (Output("IMAGE"), Output("MASK"))
 
     @classmethod
-    def run(cls, ctx: Any, image: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def run(cls, ctx: RunContext, image: str) -> tuple[torch.Tensor, torch.Tensor]:
         path = ctx.services.folders.input_path(image)
         images, masks = [], []
         with _open_image(path, image) as picture:
@@ -78,7 +79,7 @@ class LoadImage(Node):
         return torch.cat(images, dim=0), torch.cat(masks, dim=0)
 
     @classmethod
-    def fingerprint(cls, ctx: Any, image: str, **_: Any) -> str:
+    def fingerprint(cls, ctx: RunContext, image: str, **_: Any) -> str:
         """The file's content hash: a changed file under the same name re-runs the node."""
         return _file_hash(ctx.services.folders.input_path(image))
 
@@ -93,7 +94,7 @@ class LoadImageMask(Node):
     outputs = (Output("MASK"),)
 
     @classmethod
-    def run(cls, ctx: Any, image: str, channel: str) -> tuple[torch.Tensor]:
+    def run(cls, ctx: RunContext, image: str, channel: str) -> tuple[torch.Tensor]:
         path = ctx.services.folders.input_path(image)
         with _open_image(path, image) as picture:
             frame = ImageOps.exif_transpose(picture)
@@ -109,7 +110,7 @@ class LoadImageMask(Node):
         return (mask[None],)
 
     @classmethod
-    def fingerprint(cls, ctx: Any, image: str, **_: Any) -> str:
+    def fingerprint(cls, ctx: RunContext, image: str, **_: Any) -> str:
         return _file_hash(ctx.services.folders.input_path(image))
 
 
@@ -127,7 +128,7 @@ class SaveImage(Node):
                                                 "%second%.")
 
     @classmethod
-    def run(cls, ctx: Any, images: torch.Tensor, filename_prefix: str = "ComfyUI",
+    def run(cls, ctx: RunContext, images: torch.Tensor, filename_prefix: str = "ComfyUI",
             prompt: Mapping[str, Any] | None = None, extra_pnginfo: Mapping[str, Any] | None = None) -> Result:
         saved = save_images(images, ctx.services.folders.directory("output"), filename_prefix,
                             kind="output", compress_level=SAVE_COMPRESS_LEVEL,
@@ -145,7 +146,7 @@ class PreviewImage(Node):
     images = Link("IMAGE")
 
     @classmethod
-    def run(cls, ctx: Any, images: torch.Tensor, prompt: Mapping[str, Any] | None = None,
+    def run(cls, ctx: RunContext, images: torch.Tensor, prompt: Mapping[str, Any] | None = None,
             extra_pnginfo: Mapping[str, Any] | None = None) -> Result:
         rng = random.Random()  # a fresh generator per call: no shared state, distinct names per run
         suffix = "".join(rng.choice(PREVIEW_SUFFIX_LETTERS) for _ in range(5))
@@ -187,13 +188,13 @@ def resolve_save_path(root: Path, filename_prefix: str, *, width: int, height: i
     subfolder, filename = os.path.split(normalized)
     if filename in ("", ".", "..") or os.path.isabs(normalized):
         raise OutputPathError(f"filename_prefix {filename_prefix!r} does not name a file inside the output folder")
-    base = os.path.realpath(root)
-    folder = os.path.realpath(os.path.join(base, subfolder))
-    if os.path.commonpath((base, folder)) != base:
+    try:
+        folder = real_path_inside(root, subfolder, field="filename_prefix")
+    except PathRefused:
         raise OutputPathError(f"filename_prefix {filename_prefix!r}: saving outside the output folder is not "
-                              f"allowed")
+                              f"allowed") from None
     os.makedirs(folder, exist_ok=True)
-    return Path(folder), subfolder.replace(os.sep, "/"), filename
+    return folder, subfolder.replace(os.sep, "/"), filename
 
 
 def substitute_variables(prefix: str, *, width: int, height: int, now: datetime) -> str:
@@ -224,35 +225,13 @@ def next_counter(folder: Path, filename: str) -> int:
 def write_new_file(folder: Path, name_for: Any, counter: int, data: bytes) -> tuple[str, int]:
     """Write `data` under the first free name `name_for(counter)`, `name_for(counter + 1)`...; never overwrites.
 
-    Returns (file name, counter used). The file appears complete or not at all (temp file + hard link).
+    Returns (file name, counter used). The file appears complete or not at all, and a name taken meanwhile by a
+    concurrent save is skipped, never replaced (safefiles.stage: temp file + exclusive link).
     """
-    handle, temp_name = tempfile.mkstemp(dir=folder, prefix=".chisel-", suffix=".part")
-    try:
-        with os.fdopen(handle, "wb") as temp:
-            temp.write(data)
-        while True:
-            name = name_for(counter)
-            target = os.path.join(folder, name)
-            try:
-                _publish(temp_name, target)
-                return name, counter
-            except FileExistsError:
-                counter += 1
-    finally:
-        if os.path.exists(temp_name):
-            os.unlink(temp_name)
-
-
-def _publish(temp_name: str, target: str) -> None:
-    """Give the written temp file its final name, failing with FileExistsError if the name is taken."""
-    try:
-        os.link(temp_name, target)  # atomic and refuses to replace an existing file
-    except FileExistsError:
-        raise
-    except OSError:
-        # Filesystems without hard links: reserve the name exclusively, then move the content over it.
-        os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-        os.replace(temp_name, target)
+    with stage(folder, data, prefix=".chisel-", suffix=".part") as staged:
+        while not staged.link_as(name_for(counter)):
+            counter += 1
+        return name_for(counter), counter
 
 
 def encode_png(image: torch.Tensor, *, compress_level: int, metadata: Any = None) -> bytes:
@@ -270,7 +249,7 @@ def to_pil(image: torch.Tensor) -> Image.Image:
     return Image.fromarray(pixels)
 
 
-def _metadata(ctx: Any, prompt: Mapping[str, Any] | None, extra_pnginfo: Mapping[str, Any] | None) -> Any:
+def _metadata(ctx: RunContext, prompt: Mapping[str, Any] | None, extra_pnginfo: Mapping[str, Any] | None) -> Any:
     if not ctx.services.settings.save_metadata:
         return None
     hidden = getattr(ctx, "hidden", None) or {}
@@ -295,7 +274,7 @@ class ImageScale(Node):
     outputs = (Output("IMAGE"),)
 
     @classmethod
-    def run(cls, ctx: Any, image: torch.Tensor, upscale_method: UpscaleMethod, width: int, height: int,
+    def run(cls, ctx: RunContext, image: torch.Tensor, upscale_method: UpscaleMethod, width: int, height: int,
             crop: CropMethod) -> tuple[torch.Tensor]:
         if width == 0 and height == 0:
             return (image,)
@@ -318,7 +297,7 @@ class ImageScaleBy(Node):
     outputs = (Output("IMAGE"),)
 
     @classmethod
-    def run(cls, ctx: Any, image: torch.Tensor, upscale_method: UpscaleMethod, scale_by: float
+    def run(cls, ctx: RunContext, image: torch.Tensor, upscale_method: UpscaleMethod, scale_by: float
             ) -> tuple[torch.Tensor]:
         width = max(1, round(image.shape[2] * scale_by))
         height = max(1, round(image.shape[1] * scale_by))
@@ -334,7 +313,7 @@ class ImageInvert(Node):
     outputs = (Output("IMAGE"),)
 
     @classmethod
-    def run(cls, ctx: Any, image: torch.Tensor) -> tuple[torch.Tensor]:
+    def run(cls, ctx: RunContext, image: torch.Tensor) -> tuple[torch.Tensor]:
         return (1.0 - image,)
 
 
@@ -348,7 +327,7 @@ class ImageBatch(Node):
     outputs = (Output("IMAGE"),)
 
     @classmethod
-    def run(cls, ctx: Any, image1: torch.Tensor, image2: torch.Tensor) -> tuple[torch.Tensor]:
+    def run(cls, ctx: RunContext, image1: torch.Tensor, image2: torch.Tensor) -> tuple[torch.Tensor]:
         image1, image2 = _match_channels(image1, image2)
         if image1.shape[1:3] != image2.shape[1:3]:
             image2 = resize_images(image2, int(image1.shape[2]), int(image1.shape[1]), "bilinear", "center")
@@ -366,7 +345,7 @@ class EmptyImage(Node):
     outputs = (Output("IMAGE"),)
 
     @classmethod
-    def run(cls, ctx: Any, width: int, height: int, batch_size: int = 1, color: int = 0) -> tuple[torch.Tensor]:
+    def run(cls, ctx: RunContext, width: int, height: int, batch_size: int = 1, color: int = 0) -> tuple[torch.Tensor]:
         channels = [((color >> shift) & 0xFF) / 0xFF for shift in (16, 8, 0)]
         pixel = torch.tensor(channels, dtype=torch.float32)
         return (pixel.expand(batch_size, height, width, 3).clone(),)

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nodes.inputs import Files
-from server.security import PathRefused, clean_relative_name, resolve_inside, split_annotation
+from safefiles import PathRefused, clean_relative_name, resolve_inside, write_new
+from server.security import split_annotation
 
 WEIGHTS = frozenset({".safetensors", ".sft"})
 IMAGES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
@@ -178,8 +179,6 @@ class ServerFolders:
     def install_examples(self, assets: Path) -> list[str]:
         """Copy the ready workflows' example inputs (workflows/assets/) into input/ where missing; never overwrite a
         user's file. Returns the names copied."""
-        import shutil
-
         copied: list[str] = []
         target = self._roots["input"]
         if not Path(assets).is_dir():
@@ -188,10 +187,9 @@ class ServerFolders:
             destination = target / source.name
             if source.is_file() and not destination.exists():
                 target.mkdir(parents=True, exist_ok=True)
-                temp = destination.with_name(f".{destination.name}.tmp")
-                shutil.copyfile(source, temp)
-                os.replace(temp, destination)
-                copied.append(source.name)
+                with open(source, "rb") as content:
+                    if write_new(destination, content):  # an upload of that name meanwhile is kept, not replaced
+                        copied.append(source.name)
         return copied
 
     def empty_temp(self) -> None:

@@ -2,7 +2,8 @@
 
 The aiohttp middlewares that apply these live in server/routes/middleware.py; everything here is testable without
 a server. Paths are checked twice: the name itself (no NUL, not absolute, no ".." component), then the real path
-(symlinks resolved) must stay inside the real path of its folder.
+(symlinks resolved) must stay inside the real path of its folder; both checks live in safefiles/contain.py and are
+re-exported here (PathRefused, clean_relative_name, clean_file_name, resolve_inside, is_within).
 """
 
 from __future__ import annotations
@@ -11,88 +12,21 @@ import hashlib
 import hmac
 import ipaddress
 import mimetypes
-import os
 from collections.abc import Iterable
-from pathlib import Path
 from urllib.parse import urlsplit
+
+from safefiles.contain import (MAX_NAME_LENGTH, PathRefused, clean_file_name, clean_relative_name, is_within,
+                               resolve_inside)
 
 FOLDER_ANNOTATIONS = ("output", "input", "temp")
 SESSION_COOKIE = "chisel_session"
-MAX_NAME_LENGTH = 255
 
-
-class PathRefused(ValueError):
-    """A file name or path that is refused: `field` names the request field, `reason` says why."""
-
-    def __init__(self, field: str, value: str, reason: str):
-        shown = value if len(value) <= 120 else value[:117] + "..."
-        super().__init__(f"{field} {shown!r} refused: {reason}")
-        self.field, self.value, self.reason = field, value, reason
+__all__ = ["FOLDER_ANNOTATIONS", "MAX_NAME_LENGTH", "SESSION_COOKIE", "PathRefused", "clean_file_name",
+           "clean_relative_name", "host_allowed", "is_loopback_host", "is_within", "origin_allowed", "resolve_inside",
+           "safe_content_type", "session_matches", "session_value", "split_annotation", "split_host", "token_matches"]
 
 
 # ---- names and paths --------------------------------------------------------------------------------------------
-def clean_relative_name(name: str, *, field: str, allow_empty: bool = False) -> str:
-    """Check a client-given relative path ("sub/x.png") and return it normalised with '/' separators.
-
-    Refused: non-strings, NUL and control characters, absolute paths (/x, C:\\x, \\\\host), '..' as a path
-    component ('test..png' is fine), and over-long names.
-    """
-    if not isinstance(name, str):
-        raise PathRefused(field, repr(name), "expected a string")
-    if name == "":
-        if allow_empty:
-            return ""
-        raise PathRefused(field, name, "is empty")
-    if any(ord(c) < 32 or c == "\x7f" for c in name):
-        raise PathRefused(field, name, "contains a control character")
-    if len(name) > 4 * MAX_NAME_LENGTH:
-        raise PathRefused(field, name, "is too long")
-    unified = name.replace("\\", "/")
-    if unified.startswith("/") or (len(unified) > 1 and unified[1] == ":"):
-        raise PathRefused(field, name, "is an absolute path")
-    parts = [p for p in unified.split("/") if p not in ("", ".")]
-    if any(p == ".." for p in parts):
-        raise PathRefused(field, name, "contains a '..' component")
-    if any(len(p) > MAX_NAME_LENGTH for p in parts):
-        raise PathRefused(field, name, "has a path component longer than 255 characters")
-    if not parts and not allow_empty:
-        raise PathRefused(field, name, "names no file")
-    return "/".join(parts)
-
-
-def clean_file_name(name: str, *, field: str) -> str:
-    """A single file name (no folders): what an upload may be called."""
-    cleaned = clean_relative_name(name, field=field)
-    if "/" in cleaned:
-        raise PathRefused(field, name, "must be a file name without folders")
-    return cleaned
-
-
-def resolve_inside(root: Path, *parts: str, field: str, allow_root: bool = False) -> Path:
-    """The real path of root/parts..., refusing anything that resolves outside root's real path.
-
-    Each part is checked with clean_relative_name first; then symlinks are resolved on both sides, so a link inside
-    the folder pointing elsewhere is refused too.
-    """
-    relative = [clean_relative_name(p, field=field, allow_empty=True) for p in parts]
-    real_root = Path(os.path.realpath(root))
-    target = Path(os.path.realpath(real_root.joinpath(*[p for p in relative if p])))
-    if target == real_root:
-        if allow_root:
-            return target
-        raise PathRefused(field, "/".join(relative), "names the folder itself, not a file")
-    if not is_within(target, real_root):
-        raise PathRefused(field, "/".join(p for p in relative if p), "resolves outside its folder")
-    return target
-
-
-def is_within(path: Path, root: Path) -> bool:
-    try:
-        return os.path.commonpath([str(path), str(root)]) == str(root)
-    except ValueError:  # different drives on Windows
-        return False
-
-
 def split_annotation(name: str, *, default: str) -> tuple[str, str]:
     """ComfyUI's annotated names: 'x.png [output]' -> ('x.png', 'output'); unannotated -> (name, default)."""
     if isinstance(name, str):

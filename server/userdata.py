@@ -1,7 +1,9 @@
 """The editor's per-user storage: settings (comfy.settings.json) and user files (saved workflows, templates...).
 
 One user, "default", under user/default/ as ComfyUI lays it out in single-user mode. Every path is resolved with
-server.security.resolve_inside, so a name can never leave the user's folder; writes go to a temp file then rename.
+safefiles.resolve_inside, so a name can never leave the user's folder; writes are atomic (safefiles: temp file, then
+a rename to replace, or an exclusive link when the file must not exist yet, so a concurrent writer is never
+overwritten).
 """
 
 from __future__ import annotations
@@ -9,13 +11,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from server.security import PathRefused, resolve_inside
+from safefiles import PathRefused, resolve_inside, write_atomic, write_new
 
 DEFAULT_USER = "default"
 SETTINGS_FILE = "comfy.settings.json"
@@ -120,7 +121,12 @@ class UserStore:
                 raise UserFileExists(name)
             if path.is_dir():
                 raise PathRefused("file", name, "is a folder")
-            self._write_atomic(path, data)
+            if overwrite:
+                self._write_atomic(path, data)
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                if not write_new(path, data, prefix=".tmp-", suffix=path.suffix):
+                    raise UserFileExists(name)  # created meanwhile (another process): never overwritten
         return self.info(name)
 
     def delete(self, name: str) -> None:
@@ -145,14 +151,4 @@ class UserStore:
     # ---- helpers ------------------------------------------------------------------------------------------------
     def _write_atomic(self, path: Path, data: bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        write_atomic(path, data, prefix=".tmp-", suffix=path.suffix)

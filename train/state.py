@@ -8,7 +8,6 @@ saving keeps its previous checkpoint.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,17 +16,18 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from safefiles import atomic_path
+
 
 def save_state(path: Path, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> None:
     """Write `path`.safetensors and `path`.json atomically (the JSON, written last, marks the state complete)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     weights, info = path.with_suffix(".safetensors"), path.with_suffix(".json")
-    tmp_w, tmp_i = weights.with_name(weights.name + ".tmp"), info.with_name(info.name + ".tmp")
-    # safetensors stores no 0-dim views of shared storage; clone to contiguous, detached CPU tensors.
-    save_file({k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}, str(tmp_w))
-    tmp_i.write_text(json.dumps(meta, indent=1))
-    os.replace(tmp_w, weights)
-    os.replace(tmp_i, info)
+    # Both temp files are written before either is renamed; the blocks end inner first: weights, then the JSON.
+    with atomic_path(info) as tmp_i, atomic_path(weights) as tmp_w:
+        # safetensors stores no 0-dim views of shared storage; clone to contiguous, detached CPU tensors.
+        save_file({k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}, str(tmp_w))
+        tmp_i.write_text(json.dumps(meta, indent=1))
 
 
 def load_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:

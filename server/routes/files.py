@@ -1,9 +1,10 @@
 """Files: GET /view, POST /upload/image, POST /upload/mask, GET /view_metadata/{folder}.
 
-Every path goes through server.security.resolve_inside (clean name, then real path inside the real folder), so `..`,
+Every path goes through safefiles.resolve_inside (clean name, then real path inside the real folder), so `..`,
 absolute paths, encoded slashes, NUL bytes and symlinks pointing out are all refused. Uploads are streamed with a
 size limit, opened with Pillow (non-images refused), never overwrite silently (same content keeps the name, other
-content gets "name (1).png"), and are written to a temp file then linked/renamed into place.
+content gets "name (1).png"), and are written off the event loop with safefiles (temp file, then an exclusive link,
+or a rename when overwrite is asked), so concurrent uploads of one name end as distinct, complete files.
 """
 
 from __future__ import annotations
@@ -13,23 +14,24 @@ import hashlib
 import io
 import json
 import os
+import stat
 import struct
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from aiohttp import BodyPartReader, web
 
+from safefiles import PathRefused, clean_file_name, clean_relative_name, numbered_names, resolve_inside, stage
 from server.routes.errors import ApiError, bad_request, not_found
 from server.routes.state import STATE, AppState
-from server.security import PathRefused, clean_file_name, clean_relative_name, resolve_inside, safe_content_type, \
-    split_annotation
+from server.security import safe_content_type, split_annotation
 
 routes = web.RouteTableDef()
 FOLDER_TYPES = ("output", "input", "temp")
 UPLOAD_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 MAX_SAFETENSORS_HEADER = 64 * 1024 * 1024
 MAX_FIELD_BYTES = 64 * 1024  # non-file multipart fields (type, subfolder, original_ref...)
+MAX_UPLOAD_NAMES = 10_000  # 'x.png', 'x (1).png' ... 'x (9999).png', then 409
 
 
 # ---- /view ------------------------------------------------------------------------------------------------------
@@ -264,52 +266,45 @@ def _compose_mask(original: Path, mask_data: bytes) -> bytes:
 
 def _store_upload(state: AppState, form: dict[str, Any], data: bytes) -> dict[str, str]:
     """Write data under type/subfolder/name without silently overwriting: identical content keeps its name,
-    different content becomes 'name (1).ext', 'name (2).ext'... Atomic: temp file, then link (no-clobber) or rename."""
+    different content becomes 'name (1).ext', 'name (2).ext'... Atomic and race-free (safefiles.stage): the complete
+    temp file is linked onto a free name (a taken name fails the link, so concurrent uploads never share one), or
+    renamed over the name when overwrite is asked. Never writes through a symlink or over a folder."""
     kind, subfolder, name = form["type"], form["subfolder"], form["file_name"]
     root = state.folders.directory(kind)
     folder = resolve_inside(root, subfolder, field="subfolder", allow_root=True)
     folder.mkdir(parents=True, exist_ok=True)
     folder = resolve_inside(root, subfolder, field="subfolder", allow_root=True)  # re-check after mkdir
     digest = hashlib.sha256(data).digest()
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".upload-", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        stem, suffix = os.path.splitext(name)
-        candidate, counter = name, 1
-        while True:
+    with stage(folder, data, prefix=".upload-", suffix=".part") as staged:
+        for tried, candidate in enumerate(numbered_names(name)):
+            if tried >= MAX_UPLOAD_NAMES:
+                raise ApiError(409, "name_exhausted", "Too many files with this name", name)
             target = folder / candidate
             if target.is_symlink() or (target.exists() and not target.is_file()):
-                pass  # never write through a link or over a folder: take the next name
-            elif form["overwrite"]:
-                os.replace(tmp, target)
-                break
-            elif target.exists():
-                if _sha256_of(target) == digest:
-                    break
-            else:
+                continue  # never write through a link or over a folder: take the next name
+            if form["overwrite"]:
                 try:
-                    os.link(tmp, target)  # fails if another upload took the name meanwhile
-                    break
-                except FileExistsError:
+                    staged.replace(candidate)
+                except IsADirectoryError:  # became a folder since the check
                     continue
-                except OSError:  # file systems without hard links
-                    if not target.exists():
-                        os.replace(tmp, target)
-                        break
-            candidate = f"{stem} ({counter}){suffix}"
-            counter += 1
-            if counter > 10_000:
-                raise ApiError(409, "name_exhausted", "Too many files with this name", name)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+                break
+            if staged.link_as(candidate):  # fails if the name is taken, even by an upload running right now
+                break
+            if _sha256_of(target) == digest:
+                break  # the same content is already there under this name
     return {"name": candidate, "subfolder": subfolder, "type": kind}
 
 
-def _sha256_of(path: Path) -> bytes:
+def _sha256_of(path: Path) -> bytes | None:
+    """The file's SHA-256; None for anything but a regular file (a symlink is not followed)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return None
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            return None
         while chunk := f.read(1024 * 1024):
             digest.update(chunk)
     return digest.digest()

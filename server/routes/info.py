@@ -15,10 +15,10 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from safefiles import PathRefused, clean_file_name, resolve_inside
 from server.paths import UnknownFolder
 from server.routes.errors import bad_request, not_found
 from server.routes.state import STATE, AppState
-from server.security import PathRefused, clean_file_name, resolve_inside
 
 routes = web.RouteTableDef()
 internal_routes = web.RouteTableDef()

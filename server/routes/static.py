@@ -10,9 +10,10 @@ import html
 
 from aiohttp import web
 
+from safefiles import PathRefused, resolve_inside
 from server.routes.errors import not_found
 from server.routes.state import STATE
-from server.security import PathRefused, SESSION_COOKIE, resolve_inside, session_value, token_matches
+from server.security import SESSION_COOKIE, session_value, token_matches
 
 NO_CACHE = {"Cache-Control": "no-cache", "Pragma": "no-cache", "Expires": "0"}
 PLACEHOLDER = """<!doctype html><meta charset="utf-8"><title>Chisel</title>

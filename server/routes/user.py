@@ -8,9 +8,9 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
+from safefiles import PathRefused
 from server.routes.errors import ApiError, bad_request, bool_param, not_found, read_json
 from server.routes.state import STATE
-from server.security import PathRefused
 from server.userdata import UserFileExists, UserFileMissing
 
 routes = web.RouteTableDef()
