@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+from safefiles import atomic_path
 from tqdm import tqdm
 
 from diffusion.vae import AutoencoderKL
@@ -92,8 +93,10 @@ def encode_pool(run_dir: Path, config: RunConfig, vae: AutoencoderKL) -> tuple[A
         "channel_mean": m,
         "channel_std": s,
     }
-    save_file({k: v.contiguous() for k, v in folded.state_dict().items()}, str(vae_path))
-    save_file(pool, str(pool_path))
+    with atomic_path(vae_path) as temp:
+        save_file({k: v.contiguous() for k, v in folded.state_dict().items()}, str(temp))
+    with atomic_path(pool_path) as temp:
+        save_file(pool, str(temp))
     tqdm.write(
         f"latents: raw channel mean {[round(float(v), 3) for v in m]}, std {[round(float(v), 3) for v in s]}; "
         f"fold drift {drift:.1e}; posterior std (scaled) median {float(pool['std'].median()):.3g}"

@@ -27,6 +27,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
+from safefiles import atomic_path  # noqa: E402
 from torch import nn  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
@@ -137,7 +138,8 @@ def encode_lora_pool(checkpoint_vae: nn.Module, schedule: LoraSchedule, size: in
             latents.append(checkpoint_vae.encode(images_to_tensor(images))[0] * LATENT_SCALE)
     pool = {"latent": torch.cat(latents).contiguous(),
             "combo": torch.tensor([index[s.combo] for s in scenes], dtype=torch.int64)}
-    save_file(pool, str(path))
+    with atomic_path(path) as temp:
+        save_file(pool, str(temp))
     return pool
 
 
@@ -216,7 +218,8 @@ def train_lora(run_dir: Path, checkpoint: Path, out: Path, schedule: LoraSchedul
         adapters.detach_hooks()
     out.parent.mkdir(parents=True, exist_ok=True)
     metadata = {"chisel.lora": f"'huge' shapes for {checkpoint.name}, rank {schedule.rank}, {schedule.steps} steps"}
-    save_file(adapters.file_tensors(prefix_of), str(out), metadata=metadata)
+    with atomic_path(out) as temp:
+        save_file(adapters.file_tensors(prefix_of), str(temp), metadata=metadata)
     return out
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
+from safefiles import atomic_path
 from scipy import ndimage
 from torch import nn
 
@@ -127,7 +128,8 @@ def main() -> None:
     masks, labels = make_examples(args.seed + 1, 1200)
     predicted = classify_masks(model, masks)
     acc = np.mean([p == SHAPES[l] for p, l in zip(predicted, labels)])
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(args.out))
+    with atomic_path(args.out) as temp:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(temp))
     print(f"held-out accuracy {acc:.4f} on {len(labels)} degraded masks; saved {args.out}")
 
 

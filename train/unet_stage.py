@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+from safefiles import atomic_path
 from tqdm import tqdm
 
 from diffusion.model_sampling import DiscreteSampling
@@ -194,5 +195,6 @@ def train_unet(run_dir: Path, config: RunConfig, vae: AutoencoderKL, pool: dict[
         if stopping:
             return None
     ema.eval()
-    save_file({k: v.contiguous() for k, v in ema.tensors("").items()}, str(final))
+    with atomic_path(final) as temp:
+        save_file({k: v.contiguous() for k, v in ema.tensors("").items()}, str(temp))
     return ema

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
+from safefiles import atomic_path
 from tqdm import tqdm
 
 from diffusion.vae import AutoencoderKL
@@ -159,5 +160,6 @@ def train_vae(run_dir: Path, config: RunConfig, *, stop_at: int | None = None) -
         if stopping:
             return None
     vae.eval()
-    save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, str(final))
+    with atomic_path(final) as temp:
+        save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, str(temp))
     return vae
