@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import logging
 from contextlib import ExitStack
-from typing import Any
 
 import torch
 
 from diffusion.handles import Clip
 from diffusion.patches import applied_to_clip
 from diffusion.text_encode import encode_text, folder_embedding_lookup
+from nodes.context import RunContext
 from nodes.inputs import MAX_RESOLUTION, Combo, Float, Int, Link, String
 from nodes.registry import Node, Output
 from nodes.types import Area, CondEntry, Conditioning
@@ -19,13 +19,12 @@ from nodes.types import Area, CondEntry, Conditioning
 log = logging.getLogger(__name__)
 
 
-def encode_prompt(ctx: Any, clip: Clip, text: str) -> Conditioning:
+def encode_prompt(ctx: RunContext, clip: Clip, text: str) -> Conditioning:
     """Encode a prompt (ComfyUI weighting syntax, embedding:name) with this CLIP handle's layer and patches."""
     models = ctx.services.models
     lookup = folder_embedding_lookup(ctx.services.folders.search_dirs("embeddings"))
     with torch.inference_mode(), ExitStack() as stack:
-        if models is not None:
-            stack.enter_context(models.on_device(*clip.modules))
+        stack.enter_context(models.on_device(*clip.modules))
         stack.enter_context(applied_to_clip(clip))
         encoded = encode_text(text, encoders=[(e.slot, e.module) for e in clip.encoders], tokenizer=clip.tokenizer,
                               stop_at_clip_layer=clip.stop_at_clip_layer, embedding_lookup=lookup)
@@ -42,7 +41,7 @@ class CLIPTextEncode(Node):
     outputs = (Output("CONDITIONING", tooltip="The text embeddings used to guide the diffusion model."),)
 
     @classmethod
-    def run(cls, ctx: Any, text: str, clip: Clip) -> tuple[Conditioning]:
+    def run(cls, ctx: RunContext, text: str, clip: Clip) -> tuple[Conditioning]:
         return (encode_prompt(ctx, clip, text),)
 
 
@@ -56,7 +55,7 @@ class CLIPSetLastLayer(Node):
     outputs = (Output("CLIP"),)
 
     @classmethod
-    def run(cls, ctx: Any, clip: Clip, stop_at_clip_layer: int) -> tuple[Clip]:
+    def run(cls, ctx: RunContext, clip: Clip, stop_at_clip_layer: int) -> tuple[Clip]:
         return (clip.with_layer(stop_at_clip_layer),)
 
 
@@ -70,7 +69,7 @@ class ConditioningCombine(Node):
     outputs = (Output("CONDITIONING"),)
 
     @classmethod
-    def run(cls, ctx: Any, conditioning_1: Conditioning, conditioning_2: Conditioning) -> tuple[Conditioning]:
+    def run(cls, ctx: RunContext, conditioning_1: Conditioning, conditioning_2: Conditioning) -> tuple[Conditioning]:
         return (conditioning_1 + conditioning_2,)
 
 
@@ -85,7 +84,7 @@ class ConditioningAverage(Node):
     outputs = (Output("CONDITIONING"),)
 
     @classmethod
-    def run(cls, ctx: Any, conditioning_to: Conditioning, conditioning_from: Conditioning,
+    def run(cls, ctx: RunContext, conditioning_to: Conditioning, conditioning_from: Conditioning,
             conditioning_to_strength: float) -> tuple[Conditioning]:
         if len(conditioning_from) > 1:
             log.warning("ConditioningAverage: conditioning_from has %d entries; only the first is used",
@@ -124,7 +123,7 @@ class ConditioningSetArea(Node):
     outputs = (Output("CONDITIONING"),)
 
     @classmethod
-    def run(cls, ctx: Any, conditioning: Conditioning, width: int, height: int, x: int, y: int,
+    def run(cls, ctx: RunContext, conditioning: Conditioning, width: int, height: int, x: int, y: int,
             strength: float) -> tuple[Conditioning]:
         area = Area(height // 8, width // 8, y // 8, x // 8)
         return (conditioning.map(lambda e: e.replace(area=area, strength=strength, set_area_to_bounds=False)),)
@@ -144,7 +143,7 @@ class ConditioningSetAreaPercentage(Node):
     outputs = (Output("CONDITIONING"),)
 
     @classmethod
-    def run(cls, ctx: Any, conditioning: Conditioning, width: float, height: float, x: float, y: float,
+    def run(cls, ctx: RunContext, conditioning: Conditioning, width: float, height: float, x: float, y: float,
             strength: float) -> tuple[Conditioning]:
         area = Area(height, width, y, x, unit="percent")
         return (conditioning.map(lambda e: e.replace(area=area, strength=strength, set_area_to_bounds=False)),)
@@ -162,7 +161,7 @@ class ConditioningSetMask(Node):
     outputs = (Output("CONDITIONING"),)
 
     @classmethod
-    def run(cls, ctx: Any, conditioning: Conditioning, mask: torch.Tensor, strength: float,
+    def run(cls, ctx: RunContext, conditioning: Conditioning, mask: torch.Tensor, strength: float,
             set_cond_area: str) -> tuple[Conditioning]:
         mask = mask.reshape(-1, mask.shape[-2], mask.shape[-1]) if mask.ndim >= 2 else mask
         bounds = set_cond_area == "mask bounds"
@@ -181,7 +180,7 @@ class ConditioningSetTimestepRange(Node):
     outputs = (Output("CONDITIONING"),)
 
     @classmethod
-    def run(cls, ctx: Any, conditioning: Conditioning, start: float, end: float) -> tuple[Conditioning]:
+    def run(cls, ctx: RunContext, conditioning: Conditioning, start: float, end: float) -> tuple[Conditioning]:
         return (conditioning.map(lambda e: e.replace(start_percent=start, end_percent=end)),)
 
 
@@ -193,7 +192,7 @@ class ConditioningZeroOut(Node):
     outputs = (Output("CONDITIONING"),)
 
     @classmethod
-    def run(cls, ctx: Any, conditioning: Conditioning) -> tuple[Conditioning]:
+    def run(cls, ctx: RunContext, conditioning: Conditioning) -> tuple[Conditioning]:
         def zero(entry: CondEntry) -> CondEntry:
             pooled = None if entry.pooled is None else torch.zeros_like(entry.pooled)
             return entry.replace(cross_attn=torch.zeros_like(entry.cross_attn), pooled=pooled)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from diffusion.values import Preview
+from nodes.services import Services
 
 
 class Interrupted(Exception):
@@ -30,7 +31,7 @@ class RunContext:
 
     node_id: str
     prompt_id: str
-    services: Any
+    services: Services
     hidden: Mapping[str, Any] = field(default_factory=dict)
     report_progress: Callable[[int, int, Preview | None], None] = lambda value, total, preview: None
     is_interrupted: Callable[[], bool] = lambda: False

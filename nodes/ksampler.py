@@ -16,6 +16,7 @@ from torch import Tensor
 
 from diffusion.families import sdxl_adm, sdxl_refiner_adm
 from diffusion.handles import Model
+from diffusion.memory import ModelManager
 from diffusion.noise import initial_noise
 from diffusion.patches import applied_to_model
 from diffusion.previews import PreviewThrottle, encode_preview
@@ -38,10 +39,10 @@ class SamplingRequest:
 
 
 @contextmanager
-def model_ready(models: Any, model: Model) -> Iterator[torch.device]:
+def model_ready(models: ModelManager, model: Model) -> Iterator[torch.device]:
     """The UNet on the compute device with this handle's patches (LoRA) applied, for the duration of the block."""
     with ExitStack() as stack:
-        device = stack.enter_context(models.on_device(model.unet)) if models is not None else torch.device("cpu")
+        device = stack.enter_context(models.on_device(model.unet))
         stack.enter_context(applied_to_model(model))
         yield device
 
@@ -68,7 +69,7 @@ def extra_conds_for(model: Model) -> Callable[[CondEntry, Tensor], Mapping[str, 
     return sdxl
 
 
-def sample(*, models: Any, model: Model, latent: Latent, positive: Conditioning, negative: Conditioning,
+def sample(*, models: ModelManager, model: Model, latent: Latent, positive: Conditioning, negative: Conditioning,
            request: SamplingRequest, progress: ProgressFn, preview_max_size: int = 512,
            previews: bool = True) -> Latent:
     """Run one sampling pass; returns a new LATENT (noise mask and batch index kept)."""

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
 from diffusion.handles import Vae
+from nodes.context import RunContext
 from nodes.vae_ops import decode_images, encode_images
 from nodes.inputs import MAX_RESOLUTION, Combo, Float, Int, Link
 from nodes.registry import Node, Output
@@ -31,9 +32,8 @@ class EmptyLatentImage(Node):
     outputs = (Output("LATENT", tooltip="The empty latent image batch."),)
 
     @classmethod
-    def run(cls, ctx: Any, width: int, height: int, batch_size: int) -> tuple[Latent]:
-        models = ctx.services.models
-        device = models.device if models is not None else torch.device("cpu")
+    def run(cls, ctx: RunContext, width: int, height: int, batch_size: int) -> tuple[Latent]:
+        device = ctx.services.models.device
         return (Latent(torch.zeros((batch_size, 4, height // 8, width // 8), device=device)),)
 
 
@@ -47,7 +47,7 @@ class VAEDecode(Node):
     outputs = (Output("IMAGE", tooltip="The decoded image."),)
 
     @classmethod
-    def run(cls, ctx: Any, samples: Latent, vae: Vae) -> tuple[torch.Tensor]:
+    def run(cls, ctx: RunContext, samples: Latent, vae: Vae) -> tuple[torch.Tensor]:
         return (decode_images(ctx.services.models, vae, samples.samples, check_interrupted=ctx.check_interrupted),)
 
 
@@ -61,7 +61,7 @@ class VAEEncode(Node):
     outputs = (Output("LATENT"),)
 
     @classmethod
-    def run(cls, ctx: Any, pixels: torch.Tensor, vae: Vae) -> tuple[Latent]:
+    def run(cls, ctx: RunContext, pixels: torch.Tensor, vae: Vae) -> tuple[Latent]:
         pixels = _crop_to_multiple(pixels, vae.downscale)
         return (Latent(encode_images(ctx.services.models, vae, pixels)),)
 
@@ -78,7 +78,8 @@ class VAEEncodeForInpaint(Node):
     outputs = (Output("LATENT"),)
 
     @classmethod
-    def run(cls, ctx: Any, pixels: torch.Tensor, vae: Vae, mask: torch.Tensor, grow_mask_by: int) -> tuple[Latent]:
+    def run(cls, ctx: RunContext, pixels: torch.Tensor, vae: Vae, mask: torch.Tensor,
+            grow_mask_by: int) -> tuple[Latent]:
         height, width = pixels.shape[1], pixels.shape[2]
         mask = F.interpolate(mask.reshape(-1, 1, mask.shape[-2], mask.shape[-1]).float(), size=(height, width),
                              mode="bilinear")  # [M, 1, H, W]
@@ -107,7 +108,7 @@ class SetLatentNoiseMask(Node):
     outputs = (Output("LATENT"),)
 
     @classmethod
-    def run(cls, ctx: Any, samples: Latent, mask: torch.Tensor) -> tuple[Latent]:
+    def run(cls, ctx: RunContext, samples: Latent, mask: torch.Tensor) -> tuple[Latent]:
         return (samples.replace(noise_mask=mask.reshape(-1, 1, mask.shape[-2], mask.shape[-1])),)
 
 
@@ -124,7 +125,7 @@ class LatentUpscale(Node):
     outputs = (Output("LATENT"),)
 
     @classmethod
-    def run(cls, ctx: Any, samples: Latent, upscale_method: LatentUpscaleMethod, width: int, height: int,
+    def run(cls, ctx: RunContext, samples: Latent, upscale_method: LatentUpscaleMethod, width: int, height: int,
             crop: str) -> tuple[Latent]:
         if width == 0 and height == 0:
             return (samples,)
@@ -152,7 +153,8 @@ class LatentUpscaleBy(Node):
     outputs = (Output("LATENT"),)
 
     @classmethod
-    def run(cls, ctx: Any, samples: Latent, upscale_method: LatentUpscaleMethod, scale_by: float) -> tuple[Latent]:
+    def run(cls, ctx: RunContext, samples: Latent, upscale_method: LatentUpscaleMethod,
+            scale_by: float) -> tuple[Latent]:
         lh, lw = samples.samples.shape[-2:]
         width, height = max(1, round(lw * scale_by)), max(1, round(lh * scale_by))
         return (samples.replace(samples=resize_latent(samples.samples, width, height, upscale_method,
@@ -169,7 +171,7 @@ class RepeatLatentBatch(Node):
     outputs = (Output("LATENT"),)
 
     @classmethod
-    def run(cls, ctx: Any, samples: Latent, amount: int) -> tuple[Latent]:
+    def run(cls, ctx: RunContext, samples: Latent, amount: int) -> tuple[Latent]:
         batch = samples.batch_size
         mask = samples.noise_mask
         if mask is not None and mask.shape[0] > 1:
@@ -191,7 +193,7 @@ class LatentFromBatch(Node):
     outputs = (Output("LATENT"),)
 
     @classmethod
-    def run(cls, ctx: Any, samples: Latent, batch_index: int, length: int) -> tuple[Latent]:
+    def run(cls, ctx: RunContext, samples: Latent, batch_index: int, length: int) -> tuple[Latent]:
         batch = samples.batch_size
         start = min(batch - 1, batch_index)
         length = min(batch - start, length)

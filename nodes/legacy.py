@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from nodes.context import RunContext
 from nodes.inputs import Boolean, Combo, Float, Input, InputError, Int, Link, String
 from nodes.registry import HIDDEN_KINDS, NodeSpec, Output, Result
 from nodes.types import Area, CondEntry, Conditioning, Latent
@@ -78,7 +79,7 @@ def adapt_legacy_node(name: str, cls: type, *, display_name: str | None = None,
     hidden = {arg: kind for arg, kind in hidden_all.items() if kind in HIDDEN_KINDS}
     input_is_list = bool(getattr(cls, "INPUT_IS_LIST", False))
 
-    def call(ctx: Any, inputs: dict[str, Any]) -> Result:
+    def call(ctx: RunContext, inputs: dict[str, Any]) -> Result:
         arguments = {key: to_comfy_value(value) for key, value in inputs.items()}
         _fill_hidden(arguments, hidden_all, ctx)
         instance = _instantiate(name, cls)
@@ -217,7 +218,7 @@ def _instantiate(name: str, cls: type) -> Any:
         raise LegacyNodeError(name, f"{cls.__name__}() raised {type(error).__name__}: {error}") from error
 
 
-def _fill_hidden(arguments: dict[str, Any], hidden: Mapping[str, str], ctx: Any) -> None:
+def _fill_hidden(arguments: dict[str, Any], hidden: Mapping[str, str], ctx: RunContext | None) -> None:
     """ComfyUI's hidden inputs by argument name, from the run context, unless the executor already passed them."""
     values = dict(getattr(ctx, "hidden", None) or {})
     if ctx is not None:
@@ -275,13 +276,13 @@ def _from_comfy_output(name: str, output: Output, value: Any) -> Any:
 
 
 def _fingerprint(name: str, cls: type, hidden: Mapping[str, str], input_is_list: bool
-                 ) -> Callable[[Any, dict[str, Any]], Hashable] | None:
+                 ) -> Callable[[RunContext, dict[str, Any]], Hashable] | None:
     is_changed = getattr(cls, "IS_CHANGED", None)
     not_idempotent = bool(getattr(cls, "NOT_IDEMPOTENT", False))
     if not callable(is_changed) and not not_idempotent:
         return None
 
-    def fingerprint(ctx: Any, literals: dict[str, Any]) -> Hashable:
+    def fingerprint(ctx: RunContext, literals: dict[str, Any]) -> Hashable:
         parts: list[Hashable] = []
         if callable(is_changed):
             arguments = {key: to_comfy_value(value) for key, value in literals.items()}
@@ -308,10 +309,10 @@ def _hashable(value: Any) -> Hashable:
 
 
 def _check_lazy(name: str, cls: type, declared: Sequence[Input], hidden: Mapping[str, str]
-                ) -> Callable[[Any, dict[str, Any]], Sequence[str]]:
+                ) -> Callable[[RunContext, dict[str, Any]], Sequence[str]]:
     lazy_names = [i.name for i in declared if i.lazy]
 
-    def check_lazy(ctx: Any, available: dict[str, Any]) -> Sequence[str]:
+    def check_lazy(ctx: RunContext, available: dict[str, Any]) -> Sequence[str]:
         arguments = {key: to_comfy_value(value) for key, value in available.items()}
         for lazy in lazy_names:
             arguments.setdefault(lazy, None)  # ComfyUI passes None for lazy inputs not evaluated yet

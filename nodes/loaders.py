@@ -7,11 +7,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-from diffusion.checkpoint import load_checkpoint, load_vae_file
+import torch
+
+from diffusion.checkpoint import LoadedCheckpoint, load_checkpoint, load_vae_file
 from diffusion.handles import Clip, Model, Vae, checkpoint_handles, vae_handle
-from diffusion.lora import apply_lora, load_lora_file
+from diffusion.lora import LoraFile, apply_lora, load_lora_file
 from diffusion.previews import family_latent_rgb, latent_rgb_from_metadata
 from diffusion.safetensors_io import read_header
+from nodes.context import RunContext
 from nodes.inputs import Combo, Files, Float, Link
 from nodes.registry import Node, Output
 
@@ -22,7 +25,7 @@ class MissingComponent(ValueError):
     """A checkpoint file lacks a part the graph needs (e.g. a UNet-only file used for its VAE)."""
 
 
-def file_identity(ctx: Any, folder: str, name: str) -> tuple[str, int, int] | None:
+def file_identity(ctx: RunContext, folder: str, name: str) -> tuple[str, int, int] | None:
     """(real path, mtime, size) of a model file: part of the cache key, so a replaced file is loaded again.
     None when the file is missing (the run then fails with the folder-naming error)."""
     try:
@@ -33,7 +36,7 @@ def file_identity(ctx: Any, folder: str, name: str) -> tuple[str, int, int] | No
     return path, stat.st_mtime_ns, stat.st_size
 
 
-def _load_checkpoint(path: Path, *, device: Any, dtype: Any) -> Any:
+def _load_checkpoint(path: Path, *, device: torch.device, dtype: torch.dtype | None) -> LoadedCheckpoint:
     return load_checkpoint(path, device=device, dtype=dtype)
 
 
@@ -49,11 +52,11 @@ class CheckpointLoaderSimple(Node):
                Output("VAE", tooltip="The VAE model used for encoding and decoding images to and from latent space."))
 
     @classmethod
-    def fingerprint(cls, ctx: Any, ckpt_name: str) -> Any:
+    def fingerprint(cls, ctx: RunContext, ckpt_name: str) -> tuple[str, int, int] | None:
         return file_identity(ctx, "checkpoints", ckpt_name)
 
     @classmethod
-    def run(cls, ctx: Any, ckpt_name: str) -> tuple[Model, Clip | None, Vae | None]:
+    def run(cls, ctx: RunContext, ckpt_name: str) -> tuple[Model, Clip | None, Vae | None]:
         path = ctx.services.folders.model_path("checkpoints", ckpt_name)
         models = ctx.services.models
         loaded = models.load(path, "checkpoint", _load_checkpoint)
@@ -72,18 +75,18 @@ class VAELoader(Node):
     outputs = (Output("VAE"),)
 
     @classmethod
-    def fingerprint(cls, ctx: Any, vae_name: str) -> Any:
+    def fingerprint(cls, ctx: RunContext, vae_name: str) -> tuple[str, int, int] | None:
         return file_identity(ctx, "vae", vae_name)
 
     @classmethod
-    def run(cls, ctx: Any, vae_name: str) -> tuple[Vae]:
+    def run(cls, ctx: RunContext, vae_name: str) -> tuple[Vae]:
         path = ctx.services.folders.model_path("vae", vae_name)
         loaded = ctx.services.models.load(path, "vae", lambda p, device, dtype: load_vae_file(p, device=device,
                                                                                                  dtype=dtype))
         return (vae_handle(loaded.vae, name=path.name, owner=loaded),)
 
 
-def _load_lora(ctx: Any, lora_name: str) -> Any:
+def _load_lora(ctx: RunContext, lora_name: str) -> LoraFile:
     path = ctx.services.folders.model_path("loras", lora_name)
     return ctx.services.models.load(path, "lora", lambda p, device, dtype: load_lora_file(p))
 
@@ -110,11 +113,11 @@ class LoraLoader(Node):
                Output("CLIP", tooltip="The modified CLIP model."))
 
     @classmethod
-    def fingerprint(cls, ctx: Any, lora_name: str, **_: Any) -> Any:
+    def fingerprint(cls, ctx: RunContext, lora_name: str, **_: Any) -> tuple[str, int, int] | None:
         return file_identity(ctx, "loras", lora_name)
 
     @classmethod
-    def run(cls, ctx: Any, model: Model, clip: Clip, lora_name: str, strength_model: float,
+    def run(cls, ctx: RunContext, model: Model, clip: Clip, lora_name: str, strength_model: float,
             strength_clip: float) -> tuple[Model, Clip]:
         if strength_model == 0 and strength_clip == 0:
             return model, clip
@@ -136,11 +139,11 @@ class LoraLoaderModelOnly(Node):
     outputs = (Output("MODEL"),)
 
     @classmethod
-    def fingerprint(cls, ctx: Any, lora_name: str, **_: Any) -> Any:
+    def fingerprint(cls, ctx: RunContext, lora_name: str, **_: Any) -> tuple[str, int, int] | None:
         return file_identity(ctx, "loras", lora_name)
 
     @classmethod
-    def run(cls, ctx: Any, model: Model, lora_name: str, strength_model: float) -> tuple[Model]:
+    def run(cls, ctx: RunContext, model: Model, lora_name: str, strength_model: float) -> tuple[Model]:
         if strength_model == 0:
             return (model,)
         lora = _load_lora(ctx, lora_name)

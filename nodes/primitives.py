@@ -7,10 +7,13 @@ converter pushes into its targets (server/workflow.py).
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
 
 from nodes.inputs import Boolean, Float, Int, String
 from nodes.registry import Node, Output
+
+if TYPE_CHECKING:
+    from nodes.context import RunContext
 
 PRIMITIVE_CATEGORY = "utils/primitive"
 
@@ -24,7 +27,7 @@ class PrimitiveString(Node):
     outputs = (Output("STRING"),)
 
     @classmethod
-    def run(cls, ctx: Any, value: str) -> tuple[str]:
+    def run(cls, ctx: RunContext, value: str) -> tuple[str]:
         return (value,)
 
 
@@ -37,7 +40,7 @@ class PrimitiveStringMultiline(Node):
     outputs = (Output("STRING"),)
 
     @classmethod
-    def run(cls, ctx: Any, value: str) -> tuple[str]:
+    def run(cls, ctx: RunContext, value: str) -> tuple[str]:
         return (value,)
 
 
@@ -50,7 +53,7 @@ class PrimitiveInt(Node):
     outputs = (Output("INT"),)
 
     @classmethod
-    def run(cls, ctx: Any, value: int) -> tuple[int]:
+    def run(cls, ctx: RunContext, value: int) -> tuple[int]:
         return (value,)
 
 
@@ -63,7 +66,7 @@ class PrimitiveFloat(Node):
     outputs = (Output("FLOAT"),)
 
     @classmethod
-    def run(cls, ctx: Any, value: float) -> tuple[float]:
+    def run(cls, ctx: RunContext, value: float) -> tuple[float]:
         return (value,)
 
 
@@ -76,7 +79,7 @@ class PrimitiveBoolean(Node):
     outputs = (Output("BOOLEAN"),)
 
     @classmethod
-    def run(cls, ctx: Any, value: bool) -> tuple[bool]:
+    def run(cls, ctx: RunContext, value: bool) -> tuple[bool]:
         return (value,)
 
 

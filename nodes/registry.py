@@ -24,9 +24,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from nodes.inputs import Files, Input
+
+if TYPE_CHECKING:
+    from nodes.context import RunContext
 
 HIDDEN_KINDS = ("PROMPT", "DYNPROMPT", "EXTRA_PNGINFO", "UNIQUE_ID")
 
@@ -97,7 +100,7 @@ class Node:
         raise TypeError(f"{type(self).__name__} is a node declaration; call spec.call(ctx, inputs) instead")
 
     @classmethod
-    def run(cls, ctx: Any, **inputs: Any) -> tuple[Any, ...] | Result:
+    def run(cls, ctx: RunContext, **inputs: Any) -> tuple[Any, ...] | Result:
         raise NotImplementedError(f"{cls.__name__}.run")
 
 
@@ -115,9 +118,9 @@ class NodeSpec:
     output_node: bool
     always_run: bool
     input_is_list: bool
-    call: Callable[[Any, dict[str, Any]], Result]
-    fingerprint: Callable[[Any, dict[str, Any]], Hashable] | None = None
-    check_lazy: Callable[[Any, dict[str, Any]], Sequence[str]] | None = None
+    call: Callable[[RunContext, dict[str, Any]], Result]
+    fingerprint: Callable[[RunContext, dict[str, Any]], Hashable] | None = None
+    check_lazy: Callable[[RunContext, dict[str, Any]], Sequence[str]] | None = None
     validate: Callable[[dict[str, Any]], str | None] | None = None
     python_module: str = "nodes"
     deprecated: bool = False
@@ -190,7 +193,7 @@ def spec_of(node: type[Node], *, python_module: str = "nodes") -> NodeSpec:
         raise TypeError(f"{node.__name__} declares no outputs and is not an output node")
     description = node.description or " ".join((node.__doc__ or "").split())
 
-    def call(ctx: Any, inputs: dict[str, Any]) -> Result:
+    def call(ctx: RunContext, inputs: dict[str, Any]) -> Result:
         result = node.run(ctx, **inputs)
         if isinstance(result, Result):
             return result

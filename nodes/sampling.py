@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from diffusion.handles import Model
-from nodes.ksampler import SamplingRequest, sample
 from diffusion.samplers import SAMPLER_NAMES
 from diffusion.schedules import SCHEDULER_NAMES, advanced_sigmas, sampler_sigmas
+from nodes.context import RunContext
+from nodes.ksampler import SamplingRequest, sample
 from nodes.inputs import SEED_MAX, Combo, Float, Int, Link
 from nodes.registry import Node, Output
 from nodes.types import Conditioning, Latent
 
 
-def _sample(ctx: Any, model: Model, latent: Latent, positive: Conditioning, negative: Conditioning,
+def _sample(ctx: RunContext, model: Model, latent: Latent, positive: Conditioning, negative: Conditioning,
             request: SamplingRequest) -> tuple[Latent]:
     settings = ctx.services.settings
     return (sample(models=ctx.services.models, model=model, latent=latent, positive=positive, negative=negative,
@@ -41,7 +40,7 @@ class KSampler(Node):
     outputs = (Output("LATENT", tooltip="The denoised latent."),)
 
     @classmethod
-    def run(cls, ctx: Any, model: Model, seed: int, steps: int, cfg: float, sampler_name: str, scheduler: str,
+    def run(cls, ctx: RunContext, model: Model, seed: int, steps: int, cfg: float, sampler_name: str, scheduler: str,
             positive: Conditioning, negative: Conditioning, latent_image: Latent, denoise: float = 1.0
             ) -> tuple[Latent]:
         sigmas = sampler_sigmas(model.sampling, scheduler, steps, denoise=denoise, sampler_name=sampler_name)
@@ -70,7 +69,7 @@ class KSamplerAdvanced(Node):
     outputs = (Output("LATENT"),)
 
     @classmethod
-    def run(cls, ctx: Any, model: Model, add_noise: str, noise_seed: int, steps: int, cfg: float,
+    def run(cls, ctx: RunContext, model: Model, add_noise: str, noise_seed: int, steps: int, cfg: float,
             sampler_name: str, scheduler: str, positive: Conditioning, negative: Conditioning, latent_image: Latent,
             start_at_step: int, end_at_step: int, return_with_leftover_noise: str) -> tuple[Latent]:
         sigmas = advanced_sigmas(model.sampling, scheduler, steps, sampler_name=sampler_name,

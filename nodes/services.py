@@ -7,12 +7,12 @@ Nodes depend only on these protocols, never on the server package.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 if TYPE_CHECKING:
-    from diffusion.memory import ModelManager
+    from diffusion.memory import DeviceChoice, ModelManager, WeightDtype
 
 FolderKind = Literal["input", "output", "temp", "user"]
 PreviewMethod = Literal["none", "auto", "latent2rgb"]
@@ -53,14 +53,28 @@ class RunSettings:
     preview_max_size: int = 512
 
 
+def cpu_model_manager() -> ModelManager:
+    """A model manager computing on the CPU (placement is a no-op there): the default of `Services.models`, and what
+    library callers without a server (train/eval.py) pass. torch is imported only when one is built."""
+    import torch
+
+    from diffusion.memory import ModelManager
+
+    return ModelManager(torch.device("cpu"))
+
+
 @dataclass(frozen=True)
 class Services:
+    """folders   the server's folders
+    models    the model manager (diffusion/memory.py); never None: a CPU manager unless the app passes its own
+    settings  per-server settings nodes read"""
+
     folders: Folders
-    models: Any = None  # the diffusion model manager (diffusion/memory.py); None where no model nodes run
+    models: ModelManager = field(default_factory=cpu_model_manager)
     settings: RunSettings = RunSettings()
 
 
-def model_manager(device_choice: str | None, weight_dtype: str | None) -> ModelManager:
+def model_manager(device_choice: DeviceChoice | None, weight_dtype: WeightDtype | None) -> ModelManager:
     """The model manager on the chosen device ("cpu", "auto"/None: the first GPU when there is one) with the chosen
     weight dtype; the composition root builds one per server through this, never importing the model library."""
     from diffusion.memory import ModelManager, pick_device

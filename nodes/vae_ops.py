@@ -8,13 +8,11 @@ with the tiled decoder/encoder, which needs far less activation memory.
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import nullcontext
-from typing import Any
 
 import torch
 
 from diffusion.handles import Vae
-from diffusion.memory import is_out_of_memory
+from diffusion.memory import ModelManager, is_out_of_memory
 
 # Pixels per slice: a 512x512 image is 262,144 pixels; the SD VAE decoder peaks near 1.7 GB for one on the CPU.
 SLICE_PIXELS = 2 * 512 * 512
@@ -25,13 +23,12 @@ def _slices(batch: int, pixels_per_item: int) -> list[slice]:
     return [slice(i, min(batch, i + step)) for i in range(0, batch, step)]
 
 
-def decode_images(models: Any, vae: Vae, latents: torch.Tensor,
+def decode_images(models: ModelManager, vae: Vae, latents: torch.Tensor,
                   check_interrupted: Callable[[], None] = lambda: None) -> torch.Tensor:
     """Raw latents [B, C, h, w] -> images [B, h*f, w*f, 3] float32 in [0, 1], on the latents' device."""
     module = vae.module
     out = []
-    with torch.inference_mode(), (models.on_device(module) if models is not None else nullcontext()) as device:
-        device = device or latents.device
+    with torch.inference_mode(), models.on_device(module) as device:
         pixels = latents.shape[-2] * latents.shape[-1] * vae.downscale ** 2
         for part in _slices(latents.shape[0], pixels):
             check_interrupted()
@@ -48,13 +45,12 @@ def decode_images(models: Any, vae: Vae, latents: torch.Tensor,
     return torch.cat(out)
 
 
-def encode_images(models: Any, vae: Vae, images: torch.Tensor) -> torch.Tensor:
+def encode_images(models: ModelManager, vae: Vae, images: torch.Tensor) -> torch.Tensor:
     """Images [B, H, W, C] in [0, 1] (H, W multiples of the downscale) -> raw latents [B, C, H/f, W/f] (the
     posterior mean: deterministic, as an encode should be)."""
     module = vae.module
     out = []
-    with torch.inference_mode(), (models.on_device(module) if models is not None else nullcontext()) as device:
-        device = device or images.device
+    with torch.inference_mode(), models.on_device(module) as device:
         for part in _slices(images.shape[0], images.shape[1] * images.shape[2]):
             x = images[part, ..., :3].movedim(-1, 1).to(device=device, dtype=torch.float32) * 2.0 - 1.0
             try:

@@ -27,6 +27,7 @@ from diffusion.checkpoint import load_checkpoint  # noqa: E402
 from diffusion.handles import Clip, Model, Vae, checkpoint_handles  # noqa: E402
 from nodes.ksampler import SamplingRequest, sample  # noqa: E402
 from diffusion.lora import apply_lora, load_lora_file  # noqa: E402
+from diffusion.memory import ModelManager  # noqa: E402
 from diffusion.patches import applied_to_clip  # noqa: E402
 from diffusion.schedules import sampler_sigmas  # noqa: E402
 from diffusion.text_encode import encode_text  # noqa: E402
@@ -98,9 +99,10 @@ def txt2img(pipe: Pipeline, positive: Conditioning, negative: Conditioning, seed
     latent = Latent(torch.zeros((1, 4, s.size // 8, s.size // 8)))
     sigmas = sampler_sigmas(pipe.model.sampling, s.scheduler, s.steps, sampler_name=s.sampler)
     request = SamplingRequest(seed=seed, cfg=s.cfg, sampler_name=s.sampler, sigmas=sigmas)
-    out = sample(models=None, model=pipe.model, latent=latent, positive=positive, negative=negative,
+    models = ModelManager(torch.device("cpu"))  # the pipeline lives on the CPU: placement is a no-op
+    out = sample(models=models, model=pipe.model, latent=latent, positive=positive, negative=negative,
                  request=request, progress=lambda *_: None, previews=False)
-    image = decode_images(None, pipe.vae, out.samples)[0]  # (H, W, 3) in [0, 1]
+    image = decode_images(models, pipe.vae, out.samples)[0]  # (H, W, 3) in [0, 1]
     return (image * 255).round().to(torch.uint8).numpy()
 
 
