@@ -103,10 +103,17 @@ export function createApi({
 
     /** UI workflow -> API prompt, by the server's converter (throws ApiError with node_errors on 400). */
     convertWorkflow: (workflow) => request('/workflow/convert', { method: 'POST', json: { workflow } }),
+    /**
+     * Queues an API prompt (the UI workflow goes along as extra_pnginfo), or, without `prompt`, the UI workflow
+     * itself: the server converts it (the answer then carries the converted `prompt`) and embeds it as
+     * extra_pnginfo.workflow, so one request queues a run.
+     */
     queuePrompt: ({ prompt, workflow, front = false, number }) => request('/prompt', {
       method: 'POST',
-      json: { prompt, client_id: clientId, extra_data: { extra_pnginfo: { workflow } },
-        ...(front ? { front: true } : {}), ...(number !== undefined ? { number } : {}) },
+      json: { ...(prompt !== undefined
+        ? { prompt, extra_data: { extra_pnginfo: { workflow } } }
+        : { workflow }),
+      client_id: clientId, ...(front ? { front: true } : {}), ...(number !== undefined ? { number } : {}) },
     }),
     getQueue: () => request('/queue'),
     deleteFromQueue: (ids) => request('/queue', { method: 'POST', json: { delete: ids } }),

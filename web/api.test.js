@@ -98,6 +98,23 @@ test('a 400 from /prompt becomes an ApiError carrying node_errors', async () => 
   assert.equal(calls[0][1].client_id, api.clientId);
 });
 
+test('without a prompt the UI workflow is queued as is, in one request, for the server to convert', async () => {
+  const calls = [];
+  const api = createApi({
+    fetch: async (url, init) => {
+      calls.push([url, JSON.parse(init.body)]);
+      return { ok: true, status: 200, text: async () => JSON.stringify({ prompt_id: 'p', number: 1, node_errors: {},
+        prompt: { 4: {} } }) };
+    },
+    WebSocket: FakeSocket, storage: memoryStorage(), location: { protocol: 'http:', host: 'h' },
+  });
+  const res = await api.queuePrompt({ workflow: { nodes: [], links: [] }, number: 3 });
+  assert.deepEqual(res.prompt, { 4: {} });
+  assert.equal(calls.length, 1);
+  assert.equal(calls[0][0], '/api/prompt');
+  assert.deepEqual(calls[0][1], { workflow: { nodes: [], links: [] }, client_id: api.clientId, number: 3 });
+});
+
 test('userdata paths are URL-encoded as one segment', () => {
   const api = createApi({ fetch: async () => {}, WebSocket: FakeSocket, storage: memoryStorage(),
     location: { protocol: 'http:', host: 'h' } });

@@ -3,11 +3,16 @@
 POST /prompt: body checked field by field (each refusal names the field), the prompt validated with server/graph.py
 (400 with ComfyUI's error + node_errors), then queued in the persistent store. Unlike ComfyUI, any validation error
 rejects the whole prompt, invalid JSON is a 400 (ComfyUI: 500), and a client may choose its prompt_id (a sane,
-unused string).
+unused string). A body with a UI `workflow` and no `prompt` is converted on the server (as /workflow/convert does;
+a failure is a 400 with node_errors) and the answer carries the converted `prompt`; a given `workflow` also becomes
+extra_data.extra_pnginfo.workflow unless the client put one there. With both, `prompt` is what runs.
+
+POST /workflow/convert: {"workflow": document} or the document itself as the body.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from typing import Any
@@ -19,12 +24,13 @@ from server.engine.queue import JOB_STATUSES, DuplicatePromptId
 from server.messages import history_meta
 from server.routes.errors import ApiError, bad_request, int_param, not_found, read_json
 from server.routes.state import STATE, AppState
-from server.workflow import WorkflowError, to_api_prompt
+from server.workflow import WorkflowError, convert_workflow, detect_format, to_api_prompt
 
 routes = web.RouteTableDef()
 PROMPT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 CLIENT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 MAX_ID_LIST = 10_000
+log = logging.getLogger("chisel.server")
 
 
 @routes.get("/prompt")
@@ -36,12 +42,16 @@ async def get_prompt(request: web.Request) -> web.Response:
 async def post_prompt(request: web.Request) -> web.Response:
     state = request.app[STATE]
     body = await read_json(request)
-    if "prompt" not in body:
-        raise ApiError(400, "no_prompt", "No prompt provided", "the request body has no 'prompt'",
+    if "prompt" not in body and body.get("workflow") is None:
+        raise ApiError(400, "no_prompt", "No prompt provided",
+                       "the request body has no 'prompt' (nor a UI 'workflow' to convert)",
                        body_extra={"node_errors": {}})
     extra_data = body.get("extra_data") or {}
     if not isinstance(extra_data, dict):
         raise _field_error("extra_data", "must be an object", extra_data)
+    workflow = body.get("workflow")
+    if workflow is not None and not isinstance(workflow, dict):
+        raise _field_error("workflow", "must be a UI workflow (a JSON object with 'nodes' and 'links')", workflow)
     client_id = body.get("client_id")
     if client_id is not None and (not isinstance(client_id, str) or not CLIENT_ID.match(client_id)):
         raise _field_error("client_id", "must be a string of letters, digits and ._:- (at most 128)", client_id)
@@ -58,15 +68,19 @@ async def post_prompt(request: web.Request) -> web.Response:
     targets = body.get("partial_execution_targets")
     if targets is not None and (not isinstance(targets, list) or not all(isinstance(t, str) for t in targets)):
         raise _field_error("partial_execution_targets", "must be a list of node ids (strings)", targets)
+    converted = "prompt" not in body  # a UI workflow alone: the server converts it (one request from the editor)
+    prompt = _workflow_prompt(workflow, state.registry) if converted else body["prompt"]
+    if workflow is not None:
+        extra_data = _with_workflow(extra_data, workflow)
     try:
-        outputs = check_prompt(body["prompt"], state.registry, partial_execution_targets=targets)
+        outputs = check_prompt(prompt, state.registry, partial_execution_targets=targets)
     except PromptError as err:
         raise ApiError(400, err.error.get("type", "invalid_prompt"), err.error.get("message", "Invalid prompt"),
                        err.error.get("details", ""), err.error.get("extra_info"),
                        body_extra={"node_errors": err.node_errors}) from None
     try:
         prompt_id, number = state.engine.worker.enqueue(
-            body["prompt"], outputs_to_execute=list(outputs), extra_data=extra_data, client_id=client_id,
+            prompt, outputs_to_execute=list(outputs), extra_data=extra_data, client_id=client_id,
             prompt_id=prompt_id, number=number, front=bool(front))
     except DuplicatePromptId as exc:
         raise ApiError(409, "duplicate_prompt_id", "prompt_id is already used", str(exc),
@@ -74,7 +88,10 @@ async def post_prompt(request: web.Request) -> web.Response:
     except ValueError as exc:  # a value the store cannot keep (e.g. not JSON-serialisable)
         raise ApiError(400, "invalid_prompt", "The prompt cannot be stored", str(exc),
                        body_extra={"node_errors": {}}) from None
-    return web.json_response({"prompt_id": prompt_id, "number": number, "node_errors": {}})
+    answer: dict[str, Any] = {"prompt_id": prompt_id, "number": number, "node_errors": {}}
+    if converted:
+        answer["prompt"] = prompt  # the converted prompt: which nodes will run (the editor's progress counts them)
+    return web.json_response(answer)
 
 
 @routes.get("/queue")
@@ -197,17 +214,63 @@ async def free(request: web.Request) -> web.Response:
 async def convert(request: web.Request) -> web.Response:
     state = request.app[STATE]
     body = await read_json(request)
-    if "workflow" not in body:
-        raise ApiError(400, "no_workflow", "No workflow provided", "the request body has no 'workflow'",
+    if "workflow" in body:
+        document = body["workflow"]
+    elif _is_bare_document(body):  # the workflow itself as the body ({"nodes": [...], "links": [...], ...})
+        document = body
+    else:
+        raise ApiError(400, "no_workflow", "No workflow provided",
+                       "the request body is neither {\"workflow\": ...} nor a workflow itself (no 'nodes' list)",
                        body_extra={"node_errors": {}})
     try:
-        prompt = to_api_prompt(body["workflow"], state.registry)
+        prompt = to_api_prompt(document, state.registry)
     except WorkflowError as err:
         return web.json_response(err.to_response(), status=400)
+    except Exception as exc:  # a converter bug must not become a 500 for a bad document
+        raise _conversion_crash(exc) from None
     return web.json_response({"prompt": prompt})
 
 
 # ---- helpers ----------------------------------------------------------------------------------------------------
+def _workflow_prompt(workflow: dict[str, Any], registry: Any) -> dict[str, Any]:
+    """POST /prompt's UI workflow converted (as /workflow/convert does); a 400 with node_errors when it cannot be."""
+    try:
+        return convert_workflow(workflow, registry)
+    except WorkflowError as err:
+        details = err.details
+        if err.kind == "api_format":
+            details = details or "send an API prompt as 'prompt', a UI workflow as 'workflow'"
+        response = err.to_response()
+        raise ApiError(400, err.kind, err.message, details, {"field": "workflow"},
+                       body_extra={"node_errors": response["node_errors"]}) from None
+    except Exception as exc:  # a converter bug must not become a 500 for a bad document
+        raise _conversion_crash(exc) from None
+
+
+def _conversion_crash(exc: Exception) -> ApiError:
+    log.exception("the workflow converter failed")
+    return ApiError(400, "invalid_workflow", "Workflow could not be converted",
+                    f"{type(exc).__name__}: {str(exc)[:200]}", body_extra={"node_errors": {}})
+
+
+def _with_workflow(extra_data: dict[str, Any], workflow: dict[str, Any]) -> dict[str, Any]:
+    """extra_data with the UI workflow as extra_pnginfo.workflow (so SaveImage embeds it), unless the client put
+    one there (or made extra_pnginfo something other than an object). The client's dicts are not modified."""
+    info = extra_data.get("extra_pnginfo")
+    if info is None:
+        info = {}
+    if not isinstance(info, dict) or "workflow" in info:
+        return extra_data
+    return {**extra_data, "extra_pnginfo": {**info, "workflow": workflow}}
+
+
+def _is_bare_document(body: dict[str, Any]) -> bool:
+    try:
+        return bool(body) and detect_format(body) in ("ui", "api")
+    except WorkflowError:
+        return False
+
+
 def _cancel(state: AppState, ids: list[str]) -> None:
     engine = state.engine
     pending = [i for i in ids if engine.store.status_of(i) == "pending"]

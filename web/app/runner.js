@@ -1,5 +1,7 @@
-// Queueing a workflow, as ComfyUI does: send the current widget values (the server converts the UI workflow
-// to an API prompt), then move control_after_generate widgets on; batch count repeats that.
+// Queueing a workflow, as ComfyUI does: send the current widget values, then move control_after_generate
+// widgets on; batch count repeats that. Each run is one POST /prompt carrying the UI workflow: the server
+// converts it to an API prompt (refusing with node_errors, as for validation), embeds it in saved images as
+// extra_pnginfo.workflow, and answers with the prompt it queued.
 
 import { applyControlAfterGenerate } from '../graph/control.js';
 import { errorsFromNodeErrors } from './execution.js';
@@ -22,9 +24,6 @@ function queueErrorFrom(err) {
     return new QueueError(message || 'The server refused the workflow', {
       nodeErrors: errorsFromNodeErrors(body.node_errors), body });
   }
-  if (err.status === 404 && err.path === '/workflow/convert') {
-    return new QueueError('This server has no /api/workflow/convert route (needed to run workflows)');
-  }
   return new QueueError(err.message);
 }
 
@@ -38,16 +37,15 @@ export async function queueWorkflow({ api, doc, tracker, front = false, count = 
   for (let i = 0; i < count; i++) {
     const workflow = doc.toWorkflow();
     let res;
-    let prompt;
     try {
-      ({ prompt } = await api.convertWorkflow(workflow));
-      res = await api.queuePrompt({ prompt, workflow, front });
+      res = await api.queuePrompt({ workflow, front });
     } catch (err) {
       const qe = queueErrorFrom(err);
       doc.exec.errors = qe.nodeErrors;
       throw qe;
     }
     if (res?.node_errors && Object.keys(res.node_errors).length) doc.exec.errors = errorsFromNodeErrors(res.node_errors);
+    const prompt = res?.prompt ?? {}; // the converted prompt the server queued
     tracker?.registerPrompt(res.prompt_id, doc, Object.keys(prompt));
     queued.push({ ...res, prompt });
     if (applyControlAfterGenerate(doc.graph, doc.defs, { random })) doc.checkpoint();
