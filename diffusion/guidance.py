@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from diffusion.model_sampling import DiscreteSampling
+from diffusion.samplers.cfg_pp import publish_uncond, uncond_wanted
 from diffusion.values import Area, CondEntry, Conditioning
 
 # The model-input name of the text embeddings (the UNet's ``context``). Prompts of different token counts are
@@ -38,6 +39,9 @@ ExtraConds = Callable[[CondEntry, Tensor], Mapping[str, Any]]
 """(entry, noise-shaped latent) -> extra model inputs for this entry (e.g. SDXL's {"y": ...}); may be empty."""
 ApplyDenoiser = Callable[..., Tensor]
 """D(x, sigma, **model_inputs) -> x0 (e.g. model_sampling.Denoiser)."""
+PredictionObserver = Callable[[Tensor, Tensor, Mapping[Slot, Tensor]], None]
+"""(x, sigma, {"cond": x0, "uncond": x0}) after each evaluation; "uncond" is absent when cfg is 1 (not evaluated).
+An observer only looks (diffusion/timeline.py records a run): it must not change the tensors."""
 
 
 class GuidanceError(ValueError):
@@ -288,14 +292,17 @@ class GuidedDenoiser:
     Attributes:
         denoiser: D(x, sigma, **model_inputs) -> x0 for one batch of crops.
         entries: from prepare_conditioning.
-        cfg: guidance scale; at 1 (within float tolerance) the negative entries are not evaluated at all.
+        cfg: guidance scale; at 1 (within float tolerance) the negative entries are not evaluated at all, unless
+            a CFG++ sampler asks for the unconditional prediction (then D = uncond + (cond − uncond)·1, as ComfyUI).
         max_batch: most entries evaluated in one model call (None: all compatible entries at once).
+        observer: called with each evaluation's per-slot predictions (None: nobody watches).
     """
 
     denoiser: ApplyDenoiser
     entries: tuple[PreparedCond, ...]
     cfg: float
     max_batch: int | None = None
+    observer: PredictionObserver | None = None
 
     def __post_init__(self) -> None:
         if self.max_batch is not None and self.max_batch < 1:
@@ -305,7 +312,8 @@ class GuidedDenoiser:
 
     @property
     def skips_uncond(self) -> bool:
-        return math.isclose(self.cfg, 1.0)
+        """Whether the negative is left out: at cfg 1 it cancels, unless a CFG++ sampler is listening for it."""
+        return math.isclose(self.cfg, 1.0) and not uncond_wanted()
 
     def predictions(self, x: Tensor, sigma: Tensor) -> dict[Slot, Tensor]:
         """The weighted-average x0 prediction of each slot (ComfyUI calc_cond_batch)."""
@@ -331,10 +339,14 @@ class GuidedDenoiser:
                     target_count = target_count[:, :, a.y:a.y + a.height, a.x:a.x + a.width]
                 target_out += pred * chunk.weight  # in place on this call's own accumulators (views)
                 target_count += chunk.weight
-        return {s: out[s] / count[s] for s in slots}
+        preds = {s: out[s] / count[s] for s in slots}
+        if self.observer is not None:
+            self.observer(x, sigma, preds)
+        return preds
 
     def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
         preds = self.predictions(x, sigma)
-        if self.skips_uncond:
+        if "uncond" not in preds:
             return preds["cond"]
+        publish_uncond(preds["uncond"])  # for a CFG++ sampler (samplers/cfg_pp.py); a no-op otherwise
         return preds["uncond"] + (preds["cond"] - preds["uncond"]) * self.cfg

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
@@ -148,6 +148,63 @@ class DiscreteSampling:
     def inverse_noise_scaling(self, sigma: Tensor | float, latent: Tensor) -> Tensor:
         """Undo noise_scaling at the last sigma; the identity for eps and v models."""
         return latent
+
+
+# The rectified-flow table's resolution and timestep multiplier (ComfyUI's ModelSamplingDiscreteFlow defaults).
+FLOW_TIMESTEPS = 1000
+FLOW_MULTIPLIER = 1000.0
+
+
+def time_shift(shift: float, t: Tensor) -> Tensor:
+    """sigma = shift·t / (1 + (shift − 1)·t): a flow model's timestep shift (SD3's "shift"; 1 is the identity)."""
+    if shift == 1.0:
+        return t
+    return shift * t / (1 + (shift - 1) * t)
+
+
+@dataclass(frozen=True, eq=False)
+class FlowSampling:
+    """The noise table of a rectified-flow model (SD3, Flux: x_t = (1 − σ)·x0 + σ·noise, σ in (0, 1]), as ComfyUI's
+    ``ModelSamplingDiscreteFlow``: sigmas shift(t/1000) for t = 1..1000, timestep = σ·1000.
+
+    It offers what the schedules (diffusion/schedules.py) read from a table — sigmas, sigma_min / sigma_max,
+    timestep(), sigma() — so every KSampler scheduler gives ComfyUI's sigmas for a flow model; Chisel has no flow
+    model to sample, so the inspect nodes use it to plot schedules.
+    """
+
+    shift: float = 1.0
+    prediction: str = "flow"
+    sigmas: Tensor = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.shift > 0:
+            raise ModelSamplingError(f"a flow table's shift must be positive, got {self.shift}")
+        steps = torch.arange(1, FLOW_TIMESTEPS + 1, dtype=torch.float32) / FLOW_TIMESTEPS * FLOW_MULTIPLIER
+        object.__setattr__(self, "sigmas", self.sigma(steps))
+
+    @property
+    def sigma_min(self) -> float:
+        return float(self.sigmas[0])
+
+    @property
+    def sigma_max(self) -> float:
+        return float(self.sigmas[-1])
+
+    @property
+    def num_timesteps(self) -> int:
+        return FLOW_TIMESTEPS
+
+    def timestep(self, sigma: Tensor | float) -> Tensor:
+        return torch.as_tensor(sigma, dtype=torch.float32) * FLOW_MULTIPLIER
+
+    def sigma(self, timestep: Tensor | float) -> Tensor:
+        return time_shift(self.shift, torch.as_tensor(timestep, dtype=torch.float32) / FLOW_MULTIPLIER)
+
+    def noise_scaling(self, sigma0: Tensor | float, noise: Tensor, latent: Tensor, *, max_denoise: bool = False
+                      ) -> Tensor:
+        """x_σ = σ·noise + (1 − σ)·x0 (the straight path between data and noise)."""
+        s = _per_sample(sigma0, noise)
+        return s * noise + (1.0 - s) * latent
 
 
 ApplyModel = Callable[..., Tensor]

@@ -19,6 +19,7 @@ from diffusion.guidance import ExtraConds, GuidedDenoiser, prepare_conditioning
 from diffusion.model_sampling import ApplyModel, Denoiser, DiscreteSampling
 from diffusion.noise import SEED_MAX, initial_noise
 from diffusion.samplers import DenoiserFn, StepCallback, get_sampler, run_sampler
+from diffusion.timeline import SamplingObserver, observed_callback
 from diffusion.values import Conditioning
 
 
@@ -93,6 +94,7 @@ def sample_latent(
     denoise_mask: Tensor | None = None,
     callback: StepCallback | None = None,
     max_batch: int | None = None,
+    observer: SamplingObserver | None = None,
 ) -> Tensor:
     """Sample a latent with classifier-free guidance.
 
@@ -110,6 +112,8 @@ def sample_latent(
         denoise_mask: None, or a mask (1 = resample) of any resolution; the rest of the latent is kept exactly.
         callback: receives each step's SamplerStep; raise from it to stop (interrupt).
         max_batch: most conditioning entries per model call (None: all that fit one batch).
+        observer: sees every evaluation's cond/uncond predictions and every step (timeline.TimelineRecorder);
+            it only looks, so the result is the same with or without it.
 
     Returns:
         The sampled latent, float32, in model space, on the latent's device.
@@ -128,7 +132,8 @@ def sample_latent(
 
     entries = prepare_conditioning(positive, negative, latent=noise, sampling=sampling, extra_conds=extra_conds)
     model: DenoiserFn = GuidedDenoiser(denoiser=Denoiser(apply_model=apply_model, sampling=sampling),
-                                       entries=entries, cfg=cfg, max_batch=max_batch)
+                                       entries=entries, cfg=cfg, max_batch=max_batch,
+                                       observer=None if observer is None else observer.predictions)
     inpaint: InpaintDenoiser | None = None
     if denoise_mask is not None:
         inpaint_noise = noise
@@ -141,7 +146,7 @@ def sample_latent(
 
     max_denoise = sampling.reaches_max(float(sigmas[0]))
     x = sampling.noise_scaling(sigmas[0], noise, latent, max_denoise=max_denoise)
-    out = run_sampler(spec.name, model, x, sigmas, seed=seed, callback=callback)
+    out = run_sampler(spec.name, model, x, sigmas, seed=seed, callback=observed_callback(callback, observer))
     out = sampling.inverse_noise_scaling(sigmas[-1], out)
     if inpaint is not None:
         out = inpaint.restore_kept(out, sigmas[-1])

@@ -6,11 +6,16 @@ The diffusion modules import torch and the model code, so they are imported when
 
 from __future__ import annotations
 
-from nodes.registry import Node
+from nodes.registry import Node, NodeSpec
 
 
-def core_nodes() -> list[type[Node]]:
-    from nodes import conditioning, image, latent, loaders, primitives, sampling
+def core_nodes() -> list[type[Node] | NodeSpec]:
+    """Node classes, and the specs of nodes with v3 dynamic inputs (their /object_info entry is served as given)."""
+    from nodes import (animated, batching, compositing, conditioning, custom_sampling, guiders, image, image_filters,
+                       image_tools, inspect, latent, latent_files, latent_operations, latent_tools, loaders, logic,
+                       masks, primitives, resize_image_mask, sampler_options, sampling, schedulers, sigmas, text)
 
-    modules = (loaders, conditioning, sampling, latent, image, primitives)
+    modules = (loaders, conditioning, sampling, custom_sampling, guiders, sampler_options, schedulers, sigmas, latent,
+               latent_tools, latent_operations, latent_files, image, image_tools, image_filters, resize_image_mask,
+               batching, masks, compositing, animated, inspect, primitives, text, logic)
     return [node for module in modules for node in module.NODES]

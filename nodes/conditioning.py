@@ -34,11 +34,14 @@ def encode_prompt(ctx: RunContext, clip: Clip, text: str) -> Conditioning:
 class CLIPTextEncode(Node):
     """Encodes a text prompt with a CLIP model into conditioning that guides the diffusion model."""
 
+    description = ("Encodes a text prompt using a CLIP model into an embedding that can be used to guide the diffusion "
+                   "model towards generating specific images.")
     display_name = "CLIP Text Encode (Prompt)"
     category = "conditioning"
-    text = String(multiline=True, dynamic_prompts=True, tooltip="The text to be encoded.")
+    text = String(None, multiline=True, dynamic_prompts=True, tooltip="The text to be encoded.")
     clip = Link("CLIP", tooltip="The CLIP model used for encoding the text.")
-    outputs = (Output("CONDITIONING", tooltip="The text embeddings used to guide the diffusion model."),)
+    outputs = (Output("CONDITIONING",
+                      tooltip="A conditioning containing the embedded text used to guide the diffusion model."),)
 
     @classmethod
     def run(cls, ctx: RunContext, text: str, clip: Clip) -> tuple[Conditioning]:
@@ -48,6 +51,7 @@ class CLIPTextEncode(Node):
 class CLIPSetLastLayer(Node):
     """Chooses the CLIP layer whose output conditions the model (-1 last, -2 penultimate, ...: "clip skip")."""
 
+    description = ""
     display_name = "CLIP Set Last Layer"
     category = "conditioning"
     clip = Link("CLIP")
@@ -62,6 +66,7 @@ class CLIPSetLastLayer(Node):
 class ConditioningCombine(Node):
     """Joins two conditionings; where both apply, sampling averages their predictions."""
 
+    description = ""
     display_name = "Conditioning (Combine)"
     category = "conditioning"
     conditioning_1 = Link("CONDITIONING")
@@ -76,7 +81,7 @@ class ConditioningCombine(Node):
 class ConditioningAverage(Node):
     """Blends the embeddings of two conditionings (conditioning_to_strength of `to`, the rest of `from`)."""
 
-    display_name = "Conditioning (Average)"
+    description = ""
     category = "conditioning"
     conditioning_to = Link("CONDITIONING")
     conditioning_from = Link("CONDITIONING")
@@ -112,6 +117,7 @@ class ConditioningAverage(Node):
 class ConditioningSetArea(Node):
     """Applies a conditioning only to a rectangle of the image (in pixels), with a strength."""
 
+    description = ""
     display_name = "Conditioning (Set Area)"
     category = "conditioning"
     conditioning = Link("CONDITIONING")
@@ -132,6 +138,7 @@ class ConditioningSetArea(Node):
 class ConditioningSetAreaPercentage(Node):
     """Applies a conditioning only to a rectangle given as fractions of the image size."""
 
+    description = ""
     display_name = "Conditioning (Set Area with Percentage)"
     category = "conditioning"
     conditioning = Link("CONDITIONING")
@@ -152,6 +159,7 @@ class ConditioningSetAreaPercentage(Node):
 class ConditioningSetMask(Node):
     """Applies a conditioning where a mask is set (optionally only inside the mask's bounding box)."""
 
+    description = ""
     display_name = "Conditioning (Set Mask)"
     category = "conditioning"
     conditioning = Link("CONDITIONING")
@@ -172,6 +180,7 @@ class ConditioningSetMask(Node):
 class ConditioningSetTimestepRange(Node):
     """Limits a conditioning to part of the sampling schedule (0 = first step, 1 = last)."""
 
+    description = ""
     display_name = "ConditioningSetTimestepRange"
     category = "advanced/conditioning"
     conditioning = Link("CONDITIONING")
@@ -187,6 +196,7 @@ class ConditioningSetTimestepRange(Node):
 class ConditioningZeroOut(Node):
     """A conditioning of zeros with the same shape (an "empty" negative for models trained that way)."""
 
+    description = ""
     category = "advanced/conditioning"
     conditioning = Link("CONDITIONING")
     outputs = (Output("CONDITIONING"),)

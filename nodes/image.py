@@ -49,6 +49,7 @@ class ImageLoadError(ValueError):
 class LoadImage(Node):
     """Loads an image from the input folder: its colours, and a mask from its alpha channel (1 where transparent)."""
 
+    description = ""
     display_name = "Load Image"
     category = "image"
     image = Combo(Files("input", images_only=True), image_upload=True)
@@ -87,6 +88,7 @@ class LoadImage(Node):
 class LoadImageMask(Node):
     """Loads one channel of an input image as a mask (alpha is inverted: 1 where transparent)."""
 
+    description = ""
     display_name = "Load Image (as Mask)"
     category = "mask"
     image = Combo(Files("input", images_only=True), image_upload=True)
@@ -118,14 +120,15 @@ class LoadImageMask(Node):
 class SaveImage(Node):
     """Saves the input images as PNG files in the output folder, with the prompt and workflow as PNG text."""
 
+    description = "Saves the input images to your ComfyUI output directory."
     display_name = "Save Image"
     category = "image"
     output_node = True
     hidden = {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}
     images = Link("IMAGE", tooltip="The images to save.")
-    filename_prefix = String("ComfyUI", tooltip="The prefix of the file names. It may contain a subfolder and "
-                                                "%width%, %height%, %year%, %month%, %day%, %hour%, %minute%, "
-                                                "%second%.")
+    filename_prefix = String("ComfyUI", tooltip="The prefix for the file to save. This may include formatting "
+                                                "information such as %date:yyyy-MM-dd% or %Empty Latent Image.width% "
+                                                "to include values from nodes.")
 
     @classmethod
     def run(cls, ctx: RunContext, images: torch.Tensor, filename_prefix: str = "ComfyUI",
@@ -139,6 +142,7 @@ class SaveImage(Node):
 class PreviewImage(Node):
     """Saves the input images to the temp folder for display in the editor."""
 
+    description = "Saves the input images to your ComfyUI output directory."  # SaveImage's, which ComfyUI's inherits
     display_name = "Preview Image"
     category = "image"
     output_node = True
@@ -264,6 +268,7 @@ def _metadata(ctx: RunContext, prompt: Mapping[str, Any] | None, extra_pnginfo: 
 class ImageScale(Node):
     """Resizes images to a width and height (0 keeps the aspect ratio), optionally cropping the centre first."""
 
+    description = ""
     display_name = "Upscale Image"
     category = "image/upscaling"
     image = Link("IMAGE")
@@ -289,6 +294,7 @@ class ImageScale(Node):
 class ImageScaleBy(Node):
     """Resizes images by a factor."""
 
+    description = ""
     display_name = "Upscale Image By"
     category = "image/upscaling"
     image = Link("IMAGE")
@@ -307,6 +313,7 @@ class ImageScaleBy(Node):
 class ImageInvert(Node):
     """Inverts the colours of images (1 - x)."""
 
+    description = ""
     display_name = "Invert Image"
     category = "image"
     image = Link("IMAGE")
@@ -320,8 +327,10 @@ class ImageInvert(Node):
 class ImageBatch(Node):
     """Joins two image batches; the second is resized (bilinear, centre crop) to the first one's size."""
 
+    description = ""
     display_name = "Batch Images"
     category = "image"
+    deprecated = True  # as in ComfyUI (its menu offers newer batch nodes); saved workflows still run it
     image1 = Link("IMAGE")
     image2 = Link("IMAGE")
     outputs = (Output("IMAGE"),)
@@ -337,6 +346,7 @@ class ImageBatch(Node):
 class EmptyImage(Node):
     """A batch of images filled with one colour (0xRRGGBB)."""
 
+    description = ""
     category = "image"
     width = Int(512, min=1, max=MAX_RESOLUTION, step=1)
     height = Int(512, min=1, max=MAX_RESOLUTION, step=1)

@@ -96,8 +96,12 @@ class Input:
         return types_compatible(output_type, self.type_name)
 
 
+MATCH_TYPE = "COMFY_MATCHTYPE_V3"
+"""v3's match-type sockets: any type links to or from them (the node's own rules decide), as ComfyUI validates."""
+
+
 def types_compatible(output_type: str, input_type: str) -> bool:
-    if output_type == input_type or "*" in (output_type, input_type):
+    if output_type == input_type or "*" in (output_type, input_type) or MATCH_TYPE in (output_type, input_type):
         return True
     outs = {t.strip() for t in output_type.split(",")}
     ins = {t.strip() for t in input_type.split(",")}
@@ -113,18 +117,27 @@ class Link(Input):
 
 
 class Int(Input):
+    """A whole number. ``default=None`` declares none (the schema omits it; a missing value then reads 0, as in
+    ComfyUI's editor); ``step`` appears in the schema only when declared (the editor steps INTs by 1 otherwise)."""
+
     type_name = "INT"
     is_widget = True
 
-    def __init__(self, default: int = 0, *, min: int = -0x7FFF_FFFF_FFFF_FFFF, max: int = 0x7FFF_FFFF_FFFF_FFFF,
-                 step: int = 1, control_after_generate: bool = False, display: str | None = None, **kw: Any):
+    def __init__(self, default: int | None = 0, *, min: int = -0x7FFF_FFFF_FFFF_FFFF,
+                 max: int = 0x7FFF_FFFF_FFFF_FFFF, step: int | None = None, control_after_generate: bool = False,
+                 display: str | None = None, **kw: Any):
         super().__init__(**kw)
-        self.default, self.min, self.max, self.step = default, min, max, step
+        self.declares_default = default is not None
+        self.default = 0 if default is None else default
+        self.min, self.max, self.step = min, max, step
         self.control_after_generate = control_after_generate
         self.display = display
 
     def options(self) -> dict[str, Any]:
-        opts = {"default": self.default, "min": self.min, "max": self.max, "step": self.step}
+        opts: dict[str, Any] = {"default": self.default} if self.declares_default else {}
+        opts.update(min=self.min, max=self.max)
+        if self.step is not None:
+            opts["step"] = self.step
         if self.control_after_generate:
             opts["control_after_generate"] = True
         if self.display:
@@ -140,17 +153,25 @@ class Int(Input):
 
 
 class Float(Input):
+    """A number. ``default=None`` declares none (a missing value then reads 0.0); ``step`` and ``round`` appear in the
+    schema only when declared."""
+
     type_name = "FLOAT"
     is_widget = True
 
-    def __init__(self, default: float = 0.0, *, min: float = -1e18, max: float = 1e18, step: float = 0.01,
-                 round: float | None = None, display: str | None = None, **kw: Any):
+    def __init__(self, default: float | None = 0.0, *, min: float = -1e18, max: float = 1e18,
+                 step: float | None = None, round: float | bool | None = None, display: str | None = None, **kw: Any):
         super().__init__(**kw)
-        self.default, self.min, self.max, self.step, self.round = default, min, max, step, round
+        self.declares_default = default is not None
+        self.default = 0.0 if default is None else default
+        self.min, self.max, self.step, self.round = min, max, step, round
         self.display = display
 
     def options(self) -> dict[str, Any]:
-        opts: dict[str, Any] = {"default": self.default, "min": self.min, "max": self.max, "step": self.step}
+        opts: dict[str, Any] = {"default": self.default} if self.declares_default else {}
+        opts.update(min=self.min, max=self.max)
+        if self.step is not None:
+            opts["step"] = self.step
         if self.round is not None:
             opts["round"] = self.round
         if self.display:
@@ -166,19 +187,24 @@ class Float(Input):
 
 
 class String(Input):
+    """Text. ``default=None`` declares none (a missing value then reads ""); ``multiline`` appears in the schema
+    whenever it is given, False included (ComfyUI's PrimitiveString shows ``"multiline": false``)."""
+
     type_name = "STRING"
     is_widget = True
 
-    def __init__(self, default: str = "", *, multiline: bool = False, dynamic_prompts: bool = False,
+    def __init__(self, default: str | None = "", *, multiline: bool | None = None, dynamic_prompts: bool = False,
                  max_length: int = 1_000_000, **kw: Any):
         super().__init__(**kw)
-        self.default, self.multiline, self.dynamic_prompts = default, multiline, dynamic_prompts
+        self.declares_default = default is not None
+        self.default = "" if default is None else default
+        self.multiline, self.dynamic_prompts = multiline, dynamic_prompts
         self.max_length = max_length
 
     def options(self) -> dict[str, Any]:
-        opts: dict[str, Any] = {"default": self.default}
-        if self.multiline:
-            opts["multiline"] = True
+        opts: dict[str, Any] = {"default": self.default} if self.declares_default else {}
+        if self.multiline is not None:
+            opts["multiline"] = self.multiline
         if self.dynamic_prompts:
             opts["dynamicPrompts"] = True
         return {**opts, **super().options()}
@@ -195,16 +221,20 @@ class String(Input):
 
 
 class Boolean(Input):
+    """True or false. ``default=None`` declares none (a missing value then reads False)."""
+
     type_name = "BOOLEAN"
     is_widget = True
 
-    def __init__(self, default: bool = False, *, label_on: str | None = None, label_off: str | None = None,
+    def __init__(self, default: bool | None = False, *, label_on: str | None = None, label_off: str | None = None,
                  **kw: Any):
         super().__init__(**kw)
-        self.default, self.label_on, self.label_off = default, label_on, label_off
+        self.declares_default = default is not None
+        self.default = False if default is None else default
+        self.label_on, self.label_off = label_on, label_off
 
     def options(self) -> dict[str, Any]:
-        opts: dict[str, Any] = {"default": self.default}
+        opts: dict[str, Any] = {"default": self.default} if self.declares_default else {}
         if self.label_on:
             opts["label_on"] = self.label_on
         if self.label_off:

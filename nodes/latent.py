@@ -24,10 +24,11 @@ CROP_METHODS = ("disabled", "center")
 class EmptyLatentImage(Node):
     """A batch of empty latent images to start text-to-image sampling from."""
 
+    description = "Create a new batch of empty latent images to be denoised via sampling."
     display_name = "Empty Latent Image"
     category = "latent"
-    width = Int(512, min=16, max=MAX_RESOLUTION, step=8, tooltip="The width of the images in pixels.")
-    height = Int(512, min=16, max=MAX_RESOLUTION, step=8, tooltip="The height of the images in pixels.")
+    width = Int(512, min=16, max=MAX_RESOLUTION, step=8, tooltip="The width of the latent images in pixels.")
+    height = Int(512, min=16, max=MAX_RESOLUTION, step=8, tooltip="The height of the latent images in pixels.")
     batch_size = Int(1, min=1, max=4096, tooltip="The number of latent images in the batch.")
     outputs = (Output("LATENT", tooltip="The empty latent image batch."),)
 
@@ -40,6 +41,7 @@ class EmptyLatentImage(Node):
 class VAEDecode(Node):
     """Decodes latent images back into pixel space images."""
 
+    description = "Decodes latent images back into pixel space images."
     display_name = "VAE Decode"
     category = "latent"
     samples = Link("LATENT", tooltip="The latent to be decoded.")
@@ -54,6 +56,7 @@ class VAEDecode(Node):
 class VAEEncode(Node):
     """Encodes images into latents (image-to-image)."""
 
+    description = ""
     display_name = "VAE Encode"
     category = "latent"
     pixels = Link("IMAGE")
@@ -69,6 +72,7 @@ class VAEEncode(Node):
 class VAEEncodeForInpaint(Node):
     """Encodes an image for inpainting: the masked area is blanked to grey and becomes the latent's noise mask."""
 
+    description = ""
     display_name = "VAE Encode (for Inpainting)"
     category = "latent/inpaint"
     pixels = Link("IMAGE")
@@ -101,6 +105,7 @@ class VAEEncodeForInpaint(Node):
 class SetLatentNoiseMask(Node):
     """Restricts sampling to the masked area of a latent (the rest is kept)."""
 
+    description = ""
     display_name = "Set Latent Noise Mask"
     category = "latent/inpaint"
     samples = Link("LATENT")
@@ -115,6 +120,7 @@ class SetLatentNoiseMask(Node):
 class LatentUpscale(Node):
     """Resizes latents to a size in pixels (0 keeps the aspect ratio); for hires-fix second passes."""
 
+    description = ""
     display_name = "Upscale Latent"
     category = "latent"
     samples = Link("LATENT")
@@ -145,6 +151,7 @@ class LatentUpscale(Node):
 class LatentUpscaleBy(Node):
     """Resizes latents by a factor."""
 
+    description = ""
     display_name = "Upscale Latent By"
     category = "latent"
     samples = Link("LATENT")
@@ -164,6 +171,7 @@ class LatentUpscaleBy(Node):
 class RepeatLatentBatch(Node):
     """Repeats a latent batch; each copy keeps its own noise (batch_index continues)."""
 
+    description = ""
     display_name = "Repeat Latent Batch"
     category = "latent/batch"
     samples = Link("LATENT")
@@ -185,6 +193,7 @@ class RepeatLatentBatch(Node):
 class LatentFromBatch(Node):
     """Picks images out of a latent batch, keeping their place in the seeded batch (same noise as in the batch)."""
 
+    description = ""
     display_name = "Latent From Batch"
     category = "latent/batch"
     samples = Link("LATENT")

@@ -44,6 +44,7 @@ class CheckpointLoaderSimple(Node):
     """Loads a diffusion model checkpoint (SD1.x, SD2.x, SDXL single-file .safetensors); its family and
     configuration are read from the tensor names and shapes."""
 
+    description = "Loads a diffusion model checkpoint, diffusion models are used to denoise latents."
     display_name = "Load Checkpoint"
     category = "loaders"
     ckpt_name = Combo(Files("checkpoints"), tooltip="The name of the checkpoint (model) to load.")
@@ -69,6 +70,7 @@ class CheckpointLoaderSimple(Node):
 class VAELoader(Node):
     """Loads a VAE from the vae folder (ldm, diffusers or full-checkpoint layout)."""
 
+    description = ""
     display_name = "Load VAE"
     category = "loaders"
     vae_name = Combo(Files("vae"))
@@ -97,9 +99,14 @@ def _report_unmatched(lora_name: str, unmatched: list[str]) -> None:
         log.warning("LoRA %s: %d keys match no module of this model: %s", lora_name, len(unmatched), shown)
 
 
+LORA_DESCRIPTION = ("LoRAs are used to modify diffusion and CLIP models, altering the way in which latents are "
+                    "denoised such as applying styles. Multiple LoRA nodes can be linked together.")
+
+
 class LoraLoader(Node):
     """Applies a LoRA to a model and its CLIP (the base weights are shared, not copied)."""
 
+    description = LORA_DESCRIPTION
     display_name = "Load LoRA"
     category = "loaders"
     model = Link("MODEL", tooltip="The diffusion model the LoRA will be applied to.")
@@ -131,12 +138,15 @@ class LoraLoader(Node):
 class LoraLoaderModelOnly(Node):
     """Applies a LoRA to a model only."""
 
+    description = LORA_DESCRIPTION
     display_name = "LoraLoaderModelOnly"
     category = "loaders"
     model = Link("MODEL")
     lora_name = Combo(Files("loras"))
     strength_model = Float(1.0, min=-100.0, max=100.0, step=0.01)
     outputs = (Output("MODEL"),)
+    # ComfyUI's class inherits LoraLoader's OUTPUT_TOOLTIPS, so its entry lists two for its one output.
+    output_tooltips = ("The modified diffusion model.", "The modified CLIP model.")
 
     @classmethod
     def fingerprint(cls, ctx: RunContext, lora_name: str, **_: Any) -> tuple[str, int, int] | None:

@@ -1,7 +1,8 @@
 """ComfyUI's primitive value nodes (comfy_extras/nodes_primitive.py): one "value" widget in, the same value out.
 
 These are real nodes that run on the server, unlike the editor-only "PrimitiveNode" whose value the UI -> API
-converter pushes into its targets (server/workflow.py).
+converter pushes into its targets (server/workflow.py). ComfyUI declares them with its V3 schema and no defaults: a
+new node's widget starts at 0, "" or false, as ComfyUI's editor does.
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ PRIMITIVE_CATEGORY = "utils/primitive"
 class PrimitiveString(Node):
     """A text value."""
 
+    description = ""
+    v3_schema = True
     display_name = "String"
     category = PRIMITIVE_CATEGORY
-    value = String("")
+    value = String(None, multiline=False)
     outputs = (Output("STRING"),)
 
     @classmethod
@@ -34,9 +37,11 @@ class PrimitiveString(Node):
 class PrimitiveStringMultiline(Node):
     """A text value edited in a multi-line box."""
 
+    description = ""
+    v3_schema = True
     display_name = "String (Multiline)"
     category = PRIMITIVE_CATEGORY
-    value = String("", multiline=True)
+    value = String(None, multiline=True)
     outputs = (Output("STRING"),)
 
     @classmethod
@@ -47,9 +52,11 @@ class PrimitiveStringMultiline(Node):
 class PrimitiveInt(Node):
     """A whole number (with the editor's control-after-generate: fixed, increment, decrement, randomize)."""
 
+    description = ""
+    v3_schema = True
     display_name = "Int"
     category = PRIMITIVE_CATEGORY
-    value = Int(0, min=-sys.maxsize, max=sys.maxsize, control_after_generate=True)
+    value = Int(None, min=-sys.maxsize, max=sys.maxsize, control_after_generate=True)
     outputs = (Output("INT"),)
 
     @classmethod
@@ -60,9 +67,11 @@ class PrimitiveInt(Node):
 class PrimitiveFloat(Node):
     """A number."""
 
+    description = ""
+    v3_schema = True
     display_name = "Float"
     category = PRIMITIVE_CATEGORY
-    value = Float(0.0, min=-sys.maxsize, max=sys.maxsize)
+    value = Float(None, min=-sys.maxsize, max=sys.maxsize, step=0.1)
     outputs = (Output("FLOAT"),)
 
     @classmethod
@@ -73,9 +82,11 @@ class PrimitiveFloat(Node):
 class PrimitiveBoolean(Node):
     """True or false."""
 
+    description = ""
+    v3_schema = True
     display_name = "Boolean"
     category = PRIMITIVE_CATEGORY
-    value = Boolean(False)
+    value = Boolean(None)
     outputs = (Output("BOOLEAN"),)
 
     @classmethod

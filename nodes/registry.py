@@ -60,11 +60,17 @@ class Node:
       node_type      registered name (default: the class name); the `class_type` in prompts
       display_name   title shown in the editor (default: node_type)
       category       menu path, "/"-separated (default "sd", like ComfyUI)
-      description    shown in the editor (default: the docstring)
+      description    shown in the editor (default: the docstring; declare "" for none, as most ComfyUI nodes have)
       output_node    True for nodes that produce results (SaveImage, PreviewImage): prompts run from these
       always_run     True for nodes that must run on every prompt (never served from the cache)
       input_is_list  ComfyUI's INPUT_IS_LIST: receive whole lists instead of being mapped over items
       hidden         {argument name: "PROMPT" | "EXTRA_PNGINFO" | "UNIQUE_ID" | "DYNPROMPT"}
+      v3_schema      True for nodes ComfyUI defines with its V3 schema (comfy_api io.ComfyNode): their /object_info
+                     entry lists combos as ["COMBO", {"options": [...], "multiselect": false}], a null display_name
+                     when none is declared, output_tooltips (null where an output has none), output_matchtypes,
+                     deprecated, experimental and api_node
+      output_tooltips  the output_tooltips list as served when it is not one per output (ComfyUI's
+                     LoraLoaderModelOnly inherits LoraLoader's two); normally each Output's tooltip
     Optional classmethods:
       fingerprint(ctx, **literals) -> hashable   mixed into the cache key (e.g. a file's hash), like IS_CHANGED
       check_lazy(ctx, **inputs) -> [names]       which lazy inputs are needed, given those evaluated so far
@@ -82,6 +88,8 @@ class Node:
     experimental: ClassVar[bool] = False
     search_aliases: ClassVar[tuple[str, ...]] = ()
     hidden: ClassVar[Mapping[str, str]] = {}
+    v3_schema: ClassVar[bool] = False
+    output_tooltips: ClassVar[tuple[str | None, ...] | None] = None
     outputs: ClassVar[tuple[Output, ...]] = ()
     declared_inputs: ClassVar[tuple[Input, ...]] = ()
 
@@ -127,6 +135,9 @@ class NodeSpec:
     experimental: bool = False
     search_aliases: tuple[str, ...] = ()
     raw_input_types: Callable[[], Mapping[str, Any]] | None = None  # legacy nodes: INPUT_TYPES served verbatim
+    v3_schema: bool = False  # ComfyUI's V3 encoding of the entry (Node.v3_schema)
+    display_name_declared: bool = True  # False: the name stands in (a V3 entry then shows null)
+    output_tooltips: tuple[str | None, ...] | None = None  # served verbatim when set (Node.output_tooltips)
     _by_name: Mapping[str, Input] = field(default_factory=dict, repr=False)
     _lazy: frozenset[str] = field(default=frozenset(), repr=False)
 
@@ -150,8 +161,8 @@ class NodeSpec:
         if self.raw_input_types is not None:
             input_types = dict(self.raw_input_types())
         else:
-            input_types = {"required": {i.name: i.schema(choices(i)) for i in self.inputs if not i.optional}}
-            optional = {i.name: i.schema(choices(i)) for i in self.inputs if i.optional}
+            input_types = {"required": {i.name: self._input_schema(i, choices) for i in self.inputs if not i.optional}}
+            optional = {i.name: self._input_schema(i, choices) for i in self.inputs if i.optional}
             if optional:
                 input_types["optional"] = optional
             if self.hidden:
@@ -164,23 +175,38 @@ class NodeSpec:
             "output": [o.type for o in self.outputs],
             "output_is_list": [o.is_list for o in self.outputs],
             "output_name": [o.name or o.type for o in self.outputs],
+        }
+        tooltips = list(self.output_tooltips) if self.output_tooltips is not None else [o.tooltip for o in self.outputs]
+        if self.v3_schema:
+            info["output_tooltips"] = tooltips
+            info["output_matchtypes"] = None
+        info.update({
             "name": self.name,
-            "display_name": self.display_name,
+            "display_name": self.display_name if self.display_name_declared or not self.v3_schema else None,
             "description": self.description,
             "python_module": self.python_module,
             "category": self.category,
             "output_node": self.output_node,
-        }
-        tooltips = [o.tooltip or "" for o in self.outputs]
-        if any(tooltips):
-            info["output_tooltips"] = tooltips
+        })
+        if not self.v3_schema and any(tooltips):
+            info["output_tooltips"] = [t or "" for t in tooltips]
         if self.search_aliases:
             info["search_aliases"] = list(self.search_aliases)
-        if self.deprecated:
-            info["deprecated"] = True
-        if self.experimental:
-            info["experimental"] = True
+        if self.v3_schema:
+            info.update(deprecated=self.deprecated, experimental=self.experimental, api_node=False)
+        else:
+            if self.deprecated:
+                info["deprecated"] = True
+            if self.experimental:
+                info["experimental"] = True
         return info
+
+    def _input_schema(self, declared: Input, choices: Callable[[Input], Sequence[str] | None]) -> list[Any]:
+        schema = declared.schema(choices(declared))
+        if self.v3_schema and isinstance(schema[0], list):
+            # V3 combos name their type and carry the choices among the options.
+            return ["COMBO", {**(schema[1] if len(schema) > 1 else {}), "multiselect": False, "options": schema[0]}]
+        return schema
 
 
 def spec_of(node: type[Node], *, python_module: str = "nodes") -> NodeSpec:
@@ -191,7 +217,9 @@ def spec_of(node: type[Node], *, python_module: str = "nodes") -> NodeSpec:
     optional = [i for i in node.declared_inputs if i.optional]
     if not node.outputs and not node.output_node:
         raise TypeError(f"{node.__name__} declares no outputs and is not an output node")
-    description = node.description or " ".join((node.__doc__ or "").split())
+    declares_description = any("description" in vars(k) for k in node.__mro__ if k is not Node and issubclass(k, Node))
+    description = node.description if declares_description else " ".join((node.__doc__ or "").split())
+    declares_display_name = bool(node.display_name)
 
     def call(ctx: RunContext, inputs: dict[str, Any]) -> Result:
         result = node.run(ctx, **inputs)
@@ -227,6 +255,9 @@ def spec_of(node: type[Node], *, python_module: str = "nodes") -> NodeSpec:
         deprecated=node.deprecated,
         experimental=node.experimental,
         search_aliases=tuple(node.search_aliases),
+        v3_schema=node.v3_schema,
+        display_name_declared=declares_display_name,
+        output_tooltips=tuple(node.output_tooltips) if node.output_tooltips is not None else None,
     )
 
 

@@ -23,20 +23,28 @@ def _sample(ctx: RunContext, model: Model, latent: Latent, positive: Conditionin
 class KSampler(Node):
     """Uses the model, the positive and negative conditioning to denoise the latent image."""
 
+    description = "Uses the provided model, positive and negative conditioning to denoise the latent image."
     category = "sampling"
     model = Link("MODEL", tooltip="The model used for denoising the input latent.")
     seed = Int(0, min=0, max=SEED_MAX, control_after_generate=True,
                tooltip="The random seed used for creating the noise.")
     steps = Int(20, min=1, max=10000, tooltip="The number of steps used in the denoising process.")
     cfg = Float(8.0, min=0.0, max=100.0, step=0.1, round=0.01,
-                tooltip="Classifier-free guidance scale: how strongly the prompt is followed.")
-    sampler_name = Combo(SAMPLER_NAMES, tooltip="The algorithm used when sampling.")
-    scheduler = Combo(SCHEDULER_NAMES, tooltip="How the noise is removed across the steps.")
-    positive = Link("CONDITIONING", tooltip="What to include in the image.")
-    negative = Link("CONDITIONING", tooltip="What to exclude from the image.")
+                tooltip="The Classifier-Free Guidance scale balances creativity and adherence to the prompt. Higher "
+                        "values result in images more closely matching the prompt however too high values will "
+                        "negatively impact quality.")
+    sampler_name = Combo(SAMPLER_NAMES, tooltip="The algorithm used when sampling, this can affect the quality, "
+                                                "speed, and style of the generated output.")
+    scheduler = Combo(SCHEDULER_NAMES,
+                      tooltip="The scheduler controls how noise is gradually removed to form the image.")
+    positive = Link("CONDITIONING",
+                    tooltip="The conditioning describing the attributes you want to include in the image.")
+    negative = Link("CONDITIONING",
+                    tooltip="The conditioning describing the attributes you want to exclude from the image.")
     latent_image = Link("LATENT", tooltip="The latent image to denoise.")
     denoise = Float(1.0, min=0.0, max=1.0, step=0.01,
-                    tooltip="The amount of denoising applied; lower values keep more of the input (img2img).")
+                    tooltip="The amount of denoising applied, lower values will maintain the structure of the "
+                            "initial image allowing for image to image sampling.")
     outputs = (Output("LATENT", tooltip="The denoised latent."),)
 
     @classmethod
@@ -51,6 +59,7 @@ class KSampler(Node):
 class KSamplerAdvanced(Node):
     """KSampler with control over the step range and the noise: for multi-pass (base + refiner) sampling."""
 
+    description = ""
     display_name = "KSampler (Advanced)"
     category = "sampling"
     model = Link("MODEL")

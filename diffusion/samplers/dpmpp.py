@@ -1,7 +1,9 @@
 """DPM-Solver++ family: exponential-integrator solvers in t = −log sigma on the data (x0) prediction.
 
 Lu et al. 2022b, "DPM-Solver++: Fast Solver for Guided Sampling of Diffusion Probabilistic Models". The SDE
-variants read their noise from one Brownian path (``noise_sampler`` or a seeded Brownian tree).
+variants read their noise from one Brownian path (``noise_sampler`` or a seeded Brownian tree) and are written in
+the half log-SNR lambda = log(alpha / sigma) = −log sigma with alpha = sigma·e^lambda: 1 for these models, but kept
+in the formulas as ComfyUI evaluates them, so the float32 results are its own bit for bit.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ from diffusion.samplers.common import (
     exp_neg,
     neg_log,
     report,
-    to_d,
 )
 
 
@@ -76,26 +77,32 @@ def sample_dpmpp_sde(
         denoised = call_model(model, x, sigmas[i], extra_args)
         report(callback, i, steps, x, sigmas[i], denoised)
         if sigmas[i + 1] == 0:
-            x = x + to_d(x, sigmas[i], denoised) * (sigmas[i + 1] - sigmas[i])
+            x = denoised
             continue
-        t, t_next = neg_log(sigmas[i]), neg_log(sigmas[i + 1])
-        h = t_next - t
-        s = t + h * r
+        lambda_s, lambda_t = neg_log(sigmas[i]), neg_log(sigmas[i + 1])
+        h = lambda_t - lambda_s
+        lambda_s_1 = lambda_s + r * h
         fac = 1 / (2 * r)
+        sigma_s_1 = exp_neg(lambda_s_1)
+        alpha_s = sigmas[i] * lambda_s.exp()
+        alpha_s_1 = sigma_s_1 * lambda_s_1.exp()
+        alpha_t = sigmas[i + 1] * lambda_t.exp()
 
-        # Stage 1: ancestral step to the intermediate time s.
-        sd, su = ancestral_step(exp_neg(t), exp_neg(s), eta)
-        s_ = neg_log(sd)
-        x_2 = (exp_neg(s_) / exp_neg(t)) * x - (t - s_).expm1() * denoised
-        x_2 = x_2 + noise_sampler(exp_neg(t), exp_neg(s)) * s_noise * su
-        denoised_2 = call_model(model, x_2, exp_neg(s), extra_args)
+        # Stage 1: ancestral step to the intermediate time lambda_s_1.
+        sd, su = ancestral_step(exp_neg(lambda_s), exp_neg(lambda_s_1), eta)
+        h_ = neg_log(sd) - lambda_s
+        x_2 = (alpha_s_1 / alpha_s) * (-h_).exp() * x - alpha_s_1 * (-h_).expm1() * denoised
+        if eta > 0 and s_noise > 0:
+            x_2 = x_2 + alpha_s_1 * noise_sampler(sigmas[i], sigma_s_1) * s_noise * su
+        denoised_2 = call_model(model, x_2, sigma_s_1, extra_args)
 
         # Stage 2: full ancestral step with D extrapolated from the two evaluations.
-        sd, su = ancestral_step(exp_neg(t), exp_neg(t_next), eta)
-        t_next_ = neg_log(sd)
+        sd, su = ancestral_step(exp_neg(lambda_s), exp_neg(lambda_t), eta)
+        h_ = neg_log(sd) - lambda_s
         denoised_d = (1 - fac) * denoised + fac * denoised_2
-        x = (exp_neg(t_next_) / exp_neg(t)) * x - (t - t_next_).expm1() * denoised_d
-        x = x + noise_sampler(exp_neg(t), exp_neg(t_next)) * s_noise * su
+        x = (alpha_t / alpha_s) * (-h_).exp() * x - alpha_t * (-h_).expm1() * denoised_d
+        if eta > 0 and s_noise > 0:
+            x = x + alpha_t * noise_sampler(sigmas[i], sigmas[i + 1]) * s_noise * su
     return x
 
 
@@ -128,17 +135,19 @@ def sample_dpmpp_2m_sde(
         if sigmas[i + 1] == 0:
             x = denoised  # the final step: the solution at sigma 0 is D itself
         else:
-            h = neg_log(sigmas[i + 1]) - neg_log(sigmas[i])
-            eta_h = eta * h
-            x = sigmas[i + 1] / sigmas[i] * (-eta_h).exp() * x + (-h - eta_h).expm1().neg() * denoised
+            lambda_s, lambda_t = neg_log(sigmas[i]), neg_log(sigmas[i + 1])
+            h = lambda_t - lambda_s
+            h_eta = h * (eta + 1)
+            alpha_t = sigmas[i + 1] * lambda_t.exp()
+            x = sigmas[i + 1] / sigmas[i] * (-h * eta).exp() * x + alpha_t * (-h_eta).expm1().neg() * denoised
             if old_denoised is not None:
                 r = h_last / h
                 if solver_type == "heun":
-                    x = x + ((-h - eta_h).expm1().neg() / (-h - eta_h) + 1) * (1 / r) * (denoised - old_denoised)
+                    x = x + alpha_t * ((-h_eta).expm1().neg() / (-h_eta) + 1) * (1 / r) * (denoised - old_denoised)
                 else:
-                    x = x + 0.5 * (-h - eta_h).expm1().neg() * (1 / r) * (denoised - old_denoised)
-            if eta:
-                x = x + noise_sampler(sigmas[i], sigmas[i + 1]) * sigmas[i + 1] * (-2 * eta_h).expm1().neg().sqrt() \
+                    x = x + 0.5 * alpha_t * (-h_eta).expm1().neg() * (1 / r) * (denoised - old_denoised)
+            if eta > 0 and s_noise > 0:
+                x = x + noise_sampler(sigmas[i], sigmas[i + 1]) * sigmas[i + 1] * (-2 * h * eta).expm1().neg().sqrt() \
                     * s_noise
             h_last = h
         old_denoised = denoised
@@ -174,9 +183,11 @@ def sample_dpmpp_3m_sde(
         if sigmas[i + 1] == 0:
             x = denoised
         else:
-            h = neg_log(sigmas[i + 1]) - neg_log(sigmas[i])
+            lambda_s, lambda_t = neg_log(sigmas[i]), neg_log(sigmas[i + 1])
+            h = lambda_t - lambda_s
             h_eta = h * (eta + 1)
-            x = torch.exp(-h_eta) * x + (-h_eta).expm1().neg() * denoised
+            alpha_t = sigmas[i + 1] * lambda_t.exp()
+            x = sigmas[i + 1] / sigmas[i] * (-h * eta).exp() * x + alpha_t * (-h_eta).expm1().neg() * denoised
             # phi_2, phi_3: the exponential-integrator weights of the first and second divided differences.
             phi_2 = h_eta.neg().expm1() / h_eta + 1
             if h_2 is not None:
@@ -186,12 +197,41 @@ def sample_dpmpp_3m_sde(
                 d1 = d1_0 + (d1_0 - d1_1) * r0 / (r0 + r1)
                 d2 = (d1_0 - d1_1) / (r0 + r1)
                 phi_3 = phi_2 / h_eta - 0.5
-                x = x + phi_2 * d1 - phi_3 * d2
+                x = x + (alpha_t * phi_2) * d1 - (alpha_t * phi_3) * d2
             elif h_1 is not None:
-                x = x + phi_2 * ((denoised - denoised_1) / (h_1 / h))
-            if eta:
+                x = x + (alpha_t * phi_2) * ((denoised - denoised_1) / (h_1 / h))
+            if eta > 0 and s_noise > 0:
                 x = x + noise_sampler(sigmas[i], sigmas[i + 1]) * sigmas[i + 1] * (-2 * h * eta).expm1().neg().sqrt() \
                     * s_noise
         denoised_1, denoised_2 = denoised, denoised_1
         h_1, h_2 = h, h_1
     return x
+
+
+@torch.no_grad()
+def sample_dpmpp_2m_sde_heun(
+    model: DenoiserFn,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    extra_args: Mapping[str, Any] | None = None,
+    callback: StepCallback | None = None,
+    noise_sampler: NoiseSampler | None = None,
+    seed: int | None = None,
+    eta: float = 1.0,
+    s_noise: float = 1.0,
+    solver_type: Literal["midpoint", "heun"] = "heun",
+) -> Tensor:
+    """DPM-Solver++(2M) SDE with the Heun form of its second-order correction (ComfyUI's dpmpp_2m_sde_heun)."""
+    return sample_dpmpp_2m_sde(model, x, sigmas, extra_args=extra_args, callback=callback,
+                               noise_sampler=noise_sampler, seed=seed, eta=eta, s_noise=s_noise,
+                               solver_type=solver_type)
+
+
+# ComfyUI's "_gpu" variants build the Brownian tree on the latent's device instead of the CPU. On a CPU that is the
+# same tree, so the same numbers; on a GPU ComfyUI's path depends on the device's generator. Chisel draws every
+# sampler's noise on the CPU (one result for a seed on any machine), so each "_gpu" name is its CPU sampler.
+sample_dpmpp_sde_gpu = sample_dpmpp_sde
+sample_dpmpp_2m_sde_gpu = sample_dpmpp_2m_sde
+sample_dpmpp_2m_sde_heun_gpu = sample_dpmpp_2m_sde_heun
+sample_dpmpp_3m_sde_gpu = sample_dpmpp_3m_sde

@@ -6,6 +6,8 @@ MU + (x_a − MU)·sqrt((S² + σ_b²) / (S² + σ_a²)) at σ_b. Starting every
 - ODE samplers must approach that per-element solution as steps grow;
 - stochastic samplers must produce samples whose mean and std approach MU and S.
 The schedule is karras down to σ = 0.002 so the last jump to 0 adds no visible error of its own.
+CFG++ samplers run with their prediction published as the unconditional one too (guidance at cfg 1, where CFG++ is
+its base sampler).
 """
 
 import math
@@ -15,6 +17,7 @@ import torch
 
 from diffusion.noise import initial_noise
 from diffusion.samplers import SAMPLER_NAMES, get_sampler, run_sampler
+from diffusion.samplers.cfg_pp import publish_uncond
 from diffusion.schedules import karras
 
 MU, S2 = 0.5, 0.09
@@ -27,8 +30,14 @@ FINAL_SIGMA = {"dpm_fast": SIGMA_MIN, "dpm_adaptive": SIGMA_MIN, "uni_pc": 0.001
 ODE_SAMPLERS = [n for n in SAMPLER_NAMES if get_sampler(n).noise == "none" and n != "dpm_adaptive"]
 # lcm is excluded: it jumps to D and re-noises, which samples the data only when D is a consistency model
 # (a sample of x0), not the posterior mean; its own variance recursion is checked below instead.
-STOCHASTIC_SAMPLERS = [n for n in SAMPLER_NAMES if get_sampler(n).noise != "none" and n != "lcm"]
-FIRST_ORDER = {"euler", "ddim"}
+# dpmpp_2s_ancestral_cfg_pp is excluded too: ComfyUI 0.8.0's version shifts its second stage by the first
+# evaluation's guided x0 minus the midpoint's unconditional one, which is not 0 even at cfg 1 (test_samplers.py
+# checks it against that rule).
+STOCHASTIC_SAMPLERS = [n for n in SAMPLER_NAMES
+                       if get_sampler(n).noise != "none" and n not in ("lcm", "dpmpp_2s_ancestral_cfg_pp")]
+# Converging at first order: Euler (also DDIM, and Euler CFG++ at cfg 1), heunpp2 (its slope weights sigma/3·sigma_0
+# vanish towards the end of the schedule) and gradient estimation (an Euler step with a correction).
+FIRST_ORDER = {"euler", "ddim", "euler_cfg_pp", "heunpp2", "gradient_estimation", "gradient_estimation_cfg_pp"}
 
 
 def analytic_denoiser(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -36,11 +45,19 @@ def analytic_denoiser(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     return MU + S2 / (S2 + s**2) * (x - MU)
 
 
+def guided_at_cfg_1(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """The analytic denoiser as a guider at cfg 1 shows it to CFG++ samplers: cond and uncond alike."""
+    denoised = analytic_denoiser(x, sigma)
+    publish_uncond(denoised)
+    return denoised
+
+
 def _run(name: str, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(start latent at sigma_max drawn from the exact marginal, sampler output)."""
     sigmas = karras(steps, SIGMA_MIN, SIGMA_MAX)
     x = MU + initial_noise(SHAPE, 1) * math.sqrt(S2 + SIGMA_MAX**2)
-    return x, run_sampler(name, analytic_denoiser, x, sigmas, seed=1)
+    model = guided_at_cfg_1 if name.endswith("_cfg_pp") else analytic_denoiser
+    return x, run_sampler(name, model, x, sigmas, seed=1)
 
 
 def _ode_error(name: str, steps: int) -> float:

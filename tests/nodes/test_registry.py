@@ -38,8 +38,7 @@ def test_object_info_entry_has_comfyui_shape_and_declaration_order():
     required = info["input"]["required"]
     assert list(required) == ["model", "seed", "cfg", "sampler_name", "text"]
     assert required["model"] == ["MODEL", {"tooltip": "the model"}]
-    assert required["seed"] == ["INT", {"default": 0, "min": 0, "max": SEED_MAX, "step": 1,
-                                        "control_after_generate": True}]
+    assert required["seed"] == ["INT", {"default": 0, "min": 0, "max": SEED_MAX, "control_after_generate": True}]
     assert required["cfg"][1]["round"] == 0.01
     assert required["sampler_name"] == [["euler", "heun"]]
     assert required["text"] == ["STRING", {"default": "hi", "multiline": True, "dynamicPrompts": True}]
@@ -49,6 +48,64 @@ def test_object_info_entry_has_comfyui_shape_and_declaration_order():
     assert info["description"] == "Samples things."
     assert info["output"] == ["LATENT"] and info["output_is_list"] == [False] and info["output_name"] == ["LATENT"]
     assert info["output_node"] is False
+
+
+class Primitive(Node):
+    """Developer notes, not the description."""
+
+    description = ""
+    v3_schema = True
+    number = Int(None, min=-5, max=5)
+    ratio = Float(None, min=0.0, max=1.0, step=0.1)
+    text = String(None, multiline=False)
+    flag = Boolean(None)
+    mode = Combo(["a", "b"], default="b", tooltip="which")
+    outputs = (Output("INT"), Output("FLOAT", tooltip="the ratio"))
+
+    @classmethod
+    def run(cls, ctx, number, ratio, text, flag, mode):
+        return (number, ratio)
+
+
+def test_only_declared_options_are_listed():
+    required = Registry().add(Primitive).info(lambda i: None)["input"]["required"]
+    # No default, no step unless declared (ComfyUI omits "step" on most INTs; the editor steps them by 1).
+    assert required["number"] == ["INT", {"min": -5, "max": 5}]
+    assert required["ratio"] == ["FLOAT", {"min": 0.0, "max": 1.0, "step": 0.1}]
+    assert required["text"] == ["STRING", {"multiline": False}]
+    assert required["flag"] == ["BOOLEAN"]
+    # A missing value still reads as ComfyUI's editor starts the widget (saved workflows keep converting).
+    assert (Primitive.number.default, Primitive.ratio.default, Primitive.text.default, Primitive.flag.default) == (
+        0, 0.0, "", False)
+    plain = Registry().add(Sampler).info(lambda i: None)["input"]["required"]
+    assert "step" not in plain["seed"][1] and plain["cfg"][1]["step"] == 0.1
+
+
+def test_v3_entries_use_comfyuis_v3_encoding():
+    info = Registry().add(Primitive).info(lambda i: None)
+    assert info["input"]["required"]["mode"] == ["COMBO", {"default": "b", "tooltip": "which", "multiselect": False,
+                                                           "options": ["a", "b"]}]
+    assert info["display_name"] is None  # none declared: ComfyUI's V3 entries show null
+    assert info["description"] == ""  # declared empty: the docstring is not used
+    assert info["output_tooltips"] == [None, "the ratio"]
+    assert (info["output_matchtypes"], info["deprecated"], info["experimental"], info["api_node"]) == (
+        None, False, False, False)
+    assert list(info)[:7] == ["input", "input_order", "is_input_list", "output", "output_is_list", "output_name",
+                              "output_tooltips"]
+    v1 = Registry().add(Sampler).info(lambda i: None)
+    assert "output_tooltips" not in v1 and "deprecated" not in v1 and v1["display_name"] == "My Sampler"
+
+
+def test_output_tooltips_can_be_listed_as_comfyui_lists_them():
+    class OneOutput(Node):
+        outputs = (Output("MODEL", tooltip="the model"),)
+        output_tooltips = ("the model", "the clip")
+
+        @classmethod
+        def run(cls, ctx):
+            return (None,)
+
+    assert Registry().add(OneOutput).info(lambda i: None)["output_tooltips"] == ["the model", "the clip"]
 
 
 def test_file_combos_are_listed_through_the_registry_file_lister():

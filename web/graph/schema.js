@@ -29,7 +29,8 @@ function defaultFor(kind, options, choices) {
   switch (kind) {
     case WidgetKind.INT:
     case WidgetKind.FLOAT: {
-      let v = options.default ?? options.min ?? 0;
+      // No default declared (ComfyUI's primitive nodes): 0, as ComfyUI's editor starts them, within the limits.
+      let v = options.default ?? 0;
       if (options.min !== undefined) v = Math.max(v, options.min);
       if (options.max !== undefined) v = Math.min(v, options.max);
       return v;

@@ -79,3 +79,15 @@ test('a PrimitiveNode takes the widget of the input it feeds, with a control com
   assert.deepEqual(widgets.map((w) => [w.name, w.kind]), [['value', 'INT'], ['control_after_generate', 'CONTROL']]);
   assert.equal(widgets[0].options.max, 10000);
 });
+
+test('numbers without a declared default start at 0 within their limits, and INTs step by 1 without a step', () => {
+  const def = buildNodeDef('PrimitiveInt', {
+    input: { required: { value: ['INT', { min: -9223372036854775807, max: 9223372036854775807,
+      control_after_generate: true }] } },
+    input_order: { required: ['value'] }, output: ['INT'], output_name: ['INT'],
+  });
+  assert.deepEqual(def.widgets.map((w) => [w.name, w.default]), [['value', 0], ['control_after_generate', 'randomize']]);
+  const positive = buildNodeDef('N', { input: { required: { n: ['INT', { min: 1, max: 9 }], f: ['FLOAT', { max: -2 }],
+    s: ['STRING', { multiline: false }], b: ['BOOLEAN', {}] } } });
+  assert.deepEqual(positive.widgets.map((w) => w.default), [1, -2, '', false]);
+});

@@ -20,6 +20,13 @@ test('FLOAT values round to the schema round (cfg: 0.01) without binary noise', 
   assert.equal(formatNumber(8, cfg), '8.00');
 });
 
+test('an INT without a schema step (ComfyUI omits it on most) moves by 1', () => {
+  const steps = widget('KSampler', 'steps');
+  assert.equal(steps.options.step, undefined);
+  assert.equal(stepValue(steps, 20, 1), 21);
+  assert.equal(dragValue(steps, 20, 10), 22);
+});
+
 test('width steps by 8 and arrows move by one step', () => {
   const width = widget('EmptyLatentImage', 'width');
   assert.equal(stepValue(width, 512, 1), 520);
