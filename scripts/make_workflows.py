@@ -131,28 +131,120 @@ WORKFLOWS: dict[str, dict[str, Any]] = {
     },
 }
 
+# ---- learn-*: the inspect nodes (nodes/inspect.py) on the built-in model, with few steps so each runs in seconds.
+LEARN_STEPS = 8
+EXAMPLE_CAPTION = "a large yellow circle in the center on a purple background"  # what EXAMPLE_IMAGE shows
+
+
+def timeline(node_id: str, *, seed: int, steps: int = LEARN_STEPS, scheduler: str = "normal",
+             title: str = "Denoising Timeline") -> dict[str, Any]:
+    inputs = {"seed": seed, **SAMPLER, "steps": steps, "scheduler": scheduler, "denoise": 1.0, "model": ["4", 0],
+              "positive": ["6", 0], "negative": ["7", 0], "latent_image": ["5", 0], "vae": ["4", 2]}
+    return {node_id: {"class_type": "DenoisingTimeline", "inputs": inputs, "_meta": {"title": title}}}
+
+
+def schedule_plot(node_id: str, model_sampling: str, title: str) -> dict[str, Any]:
+    return {node_id: {"class_type": "SchedulePlot",
+                      "inputs": {"steps": 20, "model_sampling": model_sampling, "denoise": 1.0},
+                      "_meta": {"title": title}}}
+
+
+def save(node_id: str, images: list[Any], prefix: str) -> dict[str, Any]:
+    return {node_id: {"class_type": "SaveImage", "inputs": {"images": images, "filename_prefix": prefix},
+                      "_meta": {"title": "Save Image"}}}
+
+
+WORKFLOWS.update({
+    # The film run backwards: every step's noisy latent, predicted clean image and predicted noise, and CFG's parts.
+    "learn-timeline": {
+        **loader(), **text("6", "a large red star in the center on a blue background", "Positive Prompt"),
+        **text("7", NEGATIVE, "Negative Prompt"), **empty_latent(),
+        **timeline("3", seed=42), **decode_and_save(["3", 0], "chisel-learn-timeline"),
+    },
+    # Forward: the example image noised to step 5 of 10; then one prediction of what the clean image was.
+    "learn-noising": {
+        **loader(), **load_image("10", EXAMPLE_IMAGE),
+        "11": {"class_type": "NoiseToTimestep",
+               "inputs": {"model": ["4", 0], "seed": 3, "steps": 10, "scheduler": "normal", "vae": ["4", 2],
+                          "step": 5, "sigma": 0.0, "image": ["10", 0]},
+               "_meta": {"title": "Noise To Timestep"}},
+        **text("6", EXAMPLE_CAPTION, "Positive Prompt"), **text("7", NEGATIVE, "Negative Prompt"),
+        "12": {"class_type": "DenoiseOnce",
+               "inputs": {"model": ["4", 0], "seed": 3, "steps": 10, "cfg": SAMPLER["cfg"], "scheduler": "normal",
+                          "positive": ["6", 0], "negative": ["7", 0], "latent_image": ["11", 0], "vae": ["4", 2],
+                          "step": 5, "add_noise": "disable"},
+               "_meta": {"title": "Denoise Once"}},
+        **save("9", ["12", 1], "chisel-learn-noising"),
+    },
+    # How the scheduler cuts the film: every scheduler's sigmas (SD's table and a flow model's), and the same prompt
+    # and seed sampled in 10 steps on the normal and on the karras schedule (each KSampler shows its sigma curve).
+    "learn-schedules": {
+        **schedule_plot("20", "eps", "Schedule Plot (SD: eps / v)"),
+        **save("21", ["20", 0], "chisel-learn-schedules-plot"),
+        **schedule_plot("22", "flow", "Schedule Plot (flow)"), **save("23", ["22", 0], "chisel-learn-schedules-plot"),
+        **loader(), **text("6", "a large red star in the center on a blue background", "Positive Prompt"),
+        **text("7", NEGATIVE, "Negative Prompt"), **empty_latent(),
+        "3": {"class_type": "KSampler", "inputs": {"seed": 42, **SAMPLER, "steps": 10, "denoise": 1.0,
+                                                   "model": ["4", 0], "positive": ["6", 0], "negative": ["7", 0],
+                                                   "latent_image": ["5", 0]}, "_meta": {"title": "KSampler (normal)"}},
+        "11": {"class_type": "KSampler", "inputs": {"seed": 42, **SAMPLER, "steps": 10, "scheduler": "karras",
+                                                    "denoise": 1.0, "model": ["4", 0], "positive": ["6", 0],
+                                                    "negative": ["7", 0], "latent_image": ["5", 0]},
+               "_meta": {"title": "KSampler (karras)"}},
+        **decode_and_save(["3", 0], "chisel-learn-schedules"),
+        **decode_and_save(["11", 0], "chisel-learn-schedules", decode_id="12", save_id="13"),
+    },
+    # The training objective on the example image at t = 500: true noise, predicted noise, error, MSE.
+    "learn-training": {
+        **loader(), **load_image("10", EXAMPLE_IMAGE), **text("6", EXAMPLE_CAPTION, "Caption"),
+        "3": {"class_type": "TrainingStep",
+              "inputs": {"model": ["4", 0], "seed": 0, "positive": ["6", 0], "vae": ["4", 2], "image": ["10", 0],
+                         "t": 500},
+              "_meta": {"title": "Training Step"}},
+        **save("9", ["3", 0], "chisel-learn-training"),
+    },
+})
+
 # Editor layout: column x positions by node role, then rows; sizes wide enough for the widgets.
 COLUMNS = {"CheckpointLoaderSimple": 40, "LoadImage": 40, "LoadImageMask": 40, "LoraLoader": 400,
            "CLIPTextEncode": 400, "EmptyLatentImage": 400, "VAEEncode": 400, "VAEEncodeForInpaint": 400,
            "ConditioningSetArea": 860, "ConditioningCombine": 1200, "KSampler": 1200, "LatentUpscaleBy": 1560,
-           "VAEDecode": 1560, "SaveImage": 1820}
+           "VAEDecode": 1560, "SaveImage": 1820, "DenoisingTimeline": 1200, "NoiseToTimestep": 860,
+           "DenoiseOnce": 1200, "SchedulePlot": 860, "TrainingStep": 860}
 SIZES = {"CheckpointLoaderSimple": [315, 98], "CLIPTextEncode": [400, 160], "EmptyLatentImage": [315, 106],
          "KSampler": [315, 262], "VAEDecode": [210, 46], "SaveImage": [320, 360], "LoadImage": [315, 314],
          "LoadImageMask": [315, 318], "VAEEncode": [210, 46], "VAEEncodeForInpaint": [315, 98],
          "LatentUpscaleBy": [315, 82], "ConditioningSetArea": [315, 154], "ConditioningCombine": [230, 46],
-         "LoraLoader": [315, 126]}
+         "LoraLoader": [315, 126], "DenoisingTimeline": [540, 310], "NoiseToTimestep": [315, 250],
+         "DenoiseOnce": [315, 310], "SchedulePlot": [315, 110], "TrainingStep": [315, 170]}
+# The height a node grows to in the editor once its results are drawn (previews, strips, plots), so that the node
+# below it in its column stays clear; the editor grows nodes to fit what they show.
+ROOM = {"KSampler": 600, "DenoisingTimeline": 780, "SchedulePlot": 360, "NoiseToTimestep": 520, "DenoiseOnce": 520,
+        "TrainingStep": 420}
+COLUMN_GAP = 45
 
 
 def lay_out(workflow: dict[str, Any]) -> dict[str, Any]:
-    next_y: dict[int, int] = {}
+    """Columns by node role, nodes stacked in each column by their ROOM (the height they grow to once their results
+    are drawn), and each column pushed right of the widest node of the column before it."""
+    placed = []
     for node in sorted(workflow["nodes"], key=lambda n: n["order"]):
         column = COLUMNS.get(node["type"], 40)
         if node["type"] == "KSampler" and node.get("title", "").endswith("(second pass)"):
             column = 1560
+        placed.append((column, node))
+    shift: dict[int, int] = {}
+    right_edge = -COLUMN_GAP
+    for column in sorted({c for c, _ in placed}):
+        x = max(column, right_edge + COLUMN_GAP)
+        shift[column] = x
+        right_edge = x + max(SIZES.get(n["type"], n.get("size", [315, 100]))[0] for c, n in placed if c == column)
+    next_y: dict[int, int] = {}
+    for column, node in placed:
         size = SIZES.get(node["type"], node.get("size", [315, 100]))
         y = next_y.get(column, 80)
-        node["pos"], node["size"] = [column, y], list(size)
-        next_y[column] = y + size[1] + 70
+        node["pos"], node["size"] = [shift[column], y], list(size)
+        next_y[column] = y + max(size[1], ROOM.get(node["type"], 0)) + 70
     workflow["extra"] = {"ds": {"scale": 0.9, "offset": [0, 0]}}
     return workflow
 

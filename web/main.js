@@ -8,6 +8,9 @@ import { createEditor } from './app/editor.js';
 import { createController } from './app/controller.js';
 import { createExecutionTracker } from './app/execution.js';
 import { createImageStore } from './app/images.js';
+import { createNodeArea } from './app/node_area.js';
+import { queryString } from './app/sigma_curves.js';
+import { areaRect } from './canvas/inspector.js';
 import { commandFor } from './app/keymap.js';
 import * as menuItems from './app/menus.js';
 import { Workspace } from './app/workspace.js';
@@ -21,6 +24,7 @@ import { createSidebar } from './panels/sidebar.js';
 import { renderTabs } from './panels/tabs.js';
 import { createToasts } from './panels/toasts.js';
 import { createRunBar } from './panels/topbar.js';
+import { createTourPanel } from './panels/tour.js';
 import { createWorkflowsPanel } from './panels/workflows.js';
 import { createEditors } from './widgets/editors.js';
 
@@ -74,9 +78,15 @@ async function boot() {
   const search = createSearchBox(document.body, () => defs);
   let controller = null;
   let editor = null;
+  let nodeArea = null;
+  let tour = null;
   const tracker = createExecutionTracker({
     docs: () => workspace.docs, active: () => workspace.active,
-    onChange: (kind, detail) => controller?.onExecution(kind, detail),
+    onChange: (kind, detail) => {
+      nodeArea?.onExecution(kind, detail);
+      controller?.onExecution(kind, detail);
+      tour?.onExecution(kind);
+    },
     createUrl: (blob) => URL.createObjectURL(blob), revokeUrl: (url) => URL.revokeObjectURL(url),
   });
 
@@ -107,9 +117,12 @@ async function boot() {
   const tabsEl = $('#tabs');
   const ui = {
     toasts, dialogs, errors, lightbox, runBar,
-    tabs: { render: () => renderTabs(tabsEl, workspace, {
-      onActivate: (d) => controller.activate(d), onClose: (d) => controller.closeTab(d), onNew: () => controller.newWorkflow(),
-    }) },
+    tabs: { render: () => {
+      renderTabs(tabsEl, workspace, {
+        onActivate: (d) => controller.activate(d), onClose: (d) => controller.closeTab(d), onNew: () => controller.newWorkflow(),
+      });
+      tour?.refresh();
+    } },
     sidebar: {
       toggle: sidebar.toggle,
       refreshQueue: () => sidebar.isOpen('queue') && queuePanel.refresh(),
@@ -127,7 +140,12 @@ async function boot() {
     },
   });
 
-  const images = createImageStore({ onLoad: () => editor?.redraw() });
+  const images = createImageStore({ onLoad: () => editor?.redraw(), limit: 600 });
+  nodeArea = createNodeArea({
+    getDefs: () => defs, viewUrl: (ref) => api.viewUrl(ref), image: (url) => images.get(url),
+    fetchSigmas: (q) => (fixtures ? Promise.reject(new Error('no server')) : api.request(`/chisel/sigmas?${queryString(q)}`)),
+    redraw: () => editor?.redraw(), commit: () => controller.changed(true),
+  });
   let settingsCache = controller.resolveSettings();
   const editors = createEditors($('#overlay'), { weightDelta: () => settingsCache.weightDelta });
   const ctxFor = (at) => ({ doc: workspace.active, defs, at, commands: { ...controller, run: controller.run,
@@ -136,7 +154,7 @@ async function boot() {
   editor = createEditor({
     canvas: $('#graph-canvas'), getDoc: () => workspace.active, getDefs: () => defs,
     settings: () => settingsCache, editors, menus,
-    imagesFor: (d, node) => controller.imageUrls(d, node).map((u) => images.get(u)),
+    imagesFor: (d, node) => controller.imageUrls(d, node).map((u) => images.get(u)), area: nodeArea,
     onChange: () => controller.changed(),
     hooks: {
       openSearch: (opts) => search.open(opts),
@@ -147,13 +165,21 @@ async function boot() {
       groupMenu: (group, at) => menus.open(menuItems.groupMenu(ctxFor(null), group), at),
       linkMenu: (link, at, point) => menus.open(menuItems.linkMenu(ctxFor(null), link, point), at),
       rerouteMenu: (r, at) => menus.open(menuItems.rerouteMenu(ctxFor(null), r), at),
-      lightbox: (node) => lightbox.open(controller.imageUrls(workspace.active, node)),
+      lightbox: (node) => lightbox.open(nodeArea.imageUrls(workspace.active, node)
+        ?? controller.imageUrls(workspace.active, node)),
+      areaGesture: (node, p) => {
+        const rect = areaRect(editor.scene().frame, node);
+        return rect && nodeArea.gesture(workspace.active, node, rect, p);
+      },
       chooseUpload: (node) => controller.chooseUpload(node),
       renameNode: (node) => controller.renameNode(node),
       renameGroup: (group) => controller.renameGroup(group),
     },
   });
   controller.setEditor(editor);
+  tour = createTourPanel($('#canvas-wrap'), { workspace, area: nodeArea, editor, run: () => controller.run('queue'),
+    openTemplate: (name) => controller.openTemplate('chisel', name) });
+  ui.tour = tour;
   const origSave = settingsStore.save;
   settingsStore.save = (id, v) => { origSave(id, v); settingsCache = controller.resolveSettings(); editor.redraw(); };
 
@@ -208,6 +234,7 @@ async function boot() {
       { label: 'Export', action: t.exportWorkflow },
       { label: 'Export (API)', action: t.exportApi },
       { label: 'Templates…', action: () => sidebar.toggle('workflows') },
+      { label: 'Guided tour', action: () => tour.open(workspace.active) },
       { separator: true },
       { label: 'Undo', hint: 'Ctrl+Z', action: t.undo },
       { label: 'Redo', hint: 'Ctrl+Y', action: t.redo },
@@ -232,7 +259,7 @@ async function boot() {
   editor.drawNow();
   document.body.classList.add('ready');
   performance.mark('chisel-ready');
-  window.chisel = { api, workspace, editor, controller, tracker, get defs() { return defs; } };
+  window.chisel = { api, workspace, editor, controller, tracker, area: nodeArea, tour, get defs() { return defs; } };
 }
 
 boot();

@@ -1,9 +1,11 @@
 """Every ready workflow in workflows/ runs headless with the built-in model and gives images of the expected size;
-each editor file converts to its API prompt; a saved PNG carries a workflow that loads back to the same graph."""
+each editor file converts to its API prompt; a saved PNG carries a workflow that loads back to the same graph; the
+learn-* workflows' inspect nodes leave their frames in the temp folder."""
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import pytest
 from PIL import Image
@@ -16,9 +18,14 @@ from server.workflow import convert_workflow, read_png_metadata
 
 WORKFLOWS = REPO_ROOT / "workflows"
 NAMES = sorted(p.stem for p in WORKFLOWS.glob("*.json"))
-# (width, height, images) each workflow's SaveImage writes, as the workflow sets it up.
-EXPECTED = {"txt2img": (64, 64, 4), "img2img": (64, 64, 1), "inpaint": (64, 64, 1),
-            "hires-fix": (128, 128, 1), "area-composition": (128, 64, 1), "lora": (64, 64, 1)}
+# (width, height, images) each workflow's SaveImage nodes write, as the workflow sets it up.
+EXPECTED = {"txt2img": [(64, 64, 4)], "img2img": [(64, 64, 1)], "inpaint": [(64, 64, 1)],
+            "hires-fix": [(128, 128, 1)], "area-composition": [(128, 64, 1)], "lora": [(64, 64, 1)],
+            "learn-timeline": [(64, 64, 1)], "learn-noising": [(64, 64, 1)],
+            "learn-schedules": [(800, 500, 2), (64, 64, 2)], "learn-training": [(64, 64, 4)]}
+# The inspect nodes' frames (temp images) each learn-* workflow leaves: timeline 8 steps x 7 kinds; noising 11
+# frames + DenoiseOnce's 3; two schedule charts; TrainingStep's 4.
+TEMP_FRAMES = {"learn-timeline": 56, "learn-noising": 14, "learn-schedules": 2, "learn-training": 4}
 
 
 @pytest.fixture(scope="module")
@@ -48,12 +55,12 @@ def test_each_workflow_runs_headless_and_writes_images_of_the_expected_size(name
     code = chisel(["run", str(WORKFLOWS / f"{name}.json"), "--base-dir", str(tmp_path)])
     out = capsys.readouterr()
     assert code == 0, out.err
-    width, height, count = EXPECTED[name]
     images = sorted((tmp_path / "output").glob("*.png"))
-    assert len(images) == count, out.out
+    sizes = Counter(Image.open(path).size for path in images)
+    assert sizes == {(width, height): count for width, height, count in EXPECTED[name]}, out.out
     for path in images:
-        assert Image.open(path).size == (width, height)
         assert str(path) in out.out or path.name in out.out
+    assert len(list((tmp_path / "temp").glob("*.png"))) == TEMP_FRAMES.get(name, 0)
 
 
 def test_a_saved_png_carries_the_workflow_and_it_loads_back_to_the_same_graph(tmp_path, registry, capsys):

@@ -2,9 +2,9 @@
 // opening workflows, uploads, drag-and-drop, the websocket's execution events and reconnects.
 
 import { Mode, normId } from '../graph/model.js';
-import { getWidgetValue, setWidgetValue, WidgetKind, widgetsOf } from '../graph/schema.js';
+import { getWidgetValue, setWidgetValue, WidgetKind } from '../graph/schema.js';
 import { graphFromApiPrompt } from '../graph/serialize.js';
-import { computeSize, minSize, nodeTitle } from '../canvas/layout.js';
+import { computeSize, nodeTitle } from '../canvas/layout.js';
 import { toGraph } from '../canvas/viewport.js';
 import { showHelp } from '../panels/help.js';
 import { showSettings } from '../panels/settings.js';
@@ -22,8 +22,6 @@ function download(name, text) {
   a.click();
   setTimeout(() => URL.revokeObjectURL(a.href), 1000);
 }
-
-const OUTPUT_IMAGE_H = 256;
 
 const safeName = (name) => name.replace(/[\\/:*?"<>|]+/g, '_').replace(/\.json$/i, '').trim();
 
@@ -75,6 +73,7 @@ export function createController(deps) {
     try {
       const d = workspace.openWorkflow(json, { name: workspace.uniqueName(name ?? 'Unsaved Workflow'), path });
       activate(d);
+      ui.tour?.opened(d);
       return d;
     } catch (e) {
       notify(`Cannot open ${name ?? 'workflow'}: ${e.message}`, 'error');
@@ -214,20 +213,8 @@ export function createController(deps) {
     document.title = `[${Math.round((p.overall ?? p.nodeFraction) * 100)}%] ${doc()?.name ?? ''} - Chisel`;
   }
 
-  /** A node that got result images grows to show them (ComfyUI does the same); not an undo step. */
-  function fitOutputs(d, nodeId) {
-    const node = d.graph.getNode(nodeId);
-    if (!node) return;
-    const widgets = widgetsOf(node, d.defs, d.graph);
-    const need = minSize(node, widgets)[1] + OUTPUT_IMAGE_H;
-    if (node.size[1] >= need && node.size[0] >= OUTPUT_IMAGE_H) return;
-    node.size[1] = Math.max(node.size[1], need);
-    node.size[0] = Math.max(node.size[0], OUTPUT_IMAGE_H);
-    d.absorb();
-  }
-
+  /** Execution events; a node with new results has already grown to show them (node_area.js). */
   function onExecution(kind, detail) {
-    if (kind === 'output') fitOutputs(detail.doc, detail.nodeId);
     if (kind === 'queue') ui.runBar.setQueue(detail.queueRemaining);
     if (kind === 'error') {
       ui.errors.showExecution(detail, detail.doc);
@@ -254,7 +241,7 @@ export function createController(deps) {
         const entry = hist?.[ours.promptId];
         const d = workspace.docs.find((x) => x.exec.promptIds.has(ours.promptId));
         if (entry && d) {
-          for (const [id, out] of Object.entries(entry.outputs ?? {})) if (out.images) d.exec.outputs.set(normId(id), out.images);
+          for (const [id, out] of Object.entries(entry.outputs ?? {})) tracker.showOutput(d, normId(id), out);
         }
       } catch {
         // history unavailable: just clear the running state

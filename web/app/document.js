@@ -13,6 +13,7 @@ export function emptyExecState() {
     progress: new Map(), // node id -> 0..1
     errors: new Map(), // node id -> {inputs: Set<name>, messages: [string]}
     outputs: new Map(), // node id -> [{filename, subfolder, type}]
+    panels: new Map(), // node id -> inspection panel (inspect.js parseInspect)
     previews: new Map(), // node id -> blob url
   };
 }

@@ -9,9 +9,10 @@ import { WidgetKind } from '../graph/schema.js';
 
 /**
  * @param deps canvas, getDoc() -> active WorkflowDoc, getDefs(), settings() -> {linkStyle, snapToGrid, ...},
- *   imagesFor(doc, node) -> [HTMLImageElement], editors, menus, hooks (see canvas/interaction.js), onChange()
+ *   imagesFor(doc, node) -> [HTMLImageElement], area (node_area.js: panels and curves below the widgets), editors,
+ *   menus, hooks (see canvas/interaction.js), onChange()
  */
-export function createEditor({ canvas, getDoc, getDefs, settings, imagesFor, editors, menus, hooks, onChange }) {
+export function createEditor({ canvas, getDoc, getDefs, settings, imagesFor, area, editors, menus, hooks, onChange }) {
   const ctx = canvas.getContext('2d');
   const render = createRenderer();
   let width = 0, height = 0, dpr = 1;
@@ -34,7 +35,7 @@ export function createEditor({ canvas, getDoc, getDefs, settings, imagesFor, edi
   }
 
   function hasImages(doc, node) {
-    if (doc.exec.outputs.has(node.id) || doc.exec.previews.has(node.id)) return true;
+    if (doc.exec.outputs.has(node.id) || doc.exec.previews.has(node.id) || area?.has(doc, node)) return true;
     return getDefs().get(node.type)?.widgets.some((w) => w.kind === WidgetKind.UPLOAD) ?? false;
   }
 
@@ -53,6 +54,8 @@ export function createEditor({ canvas, getDoc, getDefs, settings, imagesFor, edi
       graph: doc.graph, defs: getDefs(), vp: doc.vp, width, height, dpr, frame: frame(),
       selection: doc.selection, selectedGroups: doc.selectedGroups, selectedReroutes: doc.selectedReroutes,
       exec: doc.exec, settings: settings(), imagesFor: (node) => imagesFor(doc, node),
+      area: area && { panel: (n) => area.panelFor(doc, n), curve: (n) => area.curveFor(doc, n),
+        highlight: (n) => area.highlightFor(doc, n) },
       drag: interaction?.overlay() ?? null, editing,
     };
   }

@@ -1,7 +1,9 @@
 // Turns the server's execution messages into what the tabs show: the running node and its progress, overall
-// progress, result images on output nodes, latent previews, validation and execution errors on nodes.
+// progress, result images on output nodes, inspection panels (inspect.js), latent previews, validation and
+// execution errors on nodes.
 
 import { normId } from '../graph/model.js';
+import { parseInspect } from './inspect.js';
 
 /** Per-node errors from a /prompt or /workflow/convert 400 body: Map(node id -> {inputs, messages}). */
 export function errorsFromNodeErrors(nodeErrors) {
@@ -41,6 +43,16 @@ export function createExecutionTracker({ docs, active, onChange = () => {}, crea
   /** Claims a prompt that was not queued from this page (e.g. after a reload) for a doc. */
   function adoptPrompt(promptId, doc, total = 0) {
     if (!prompts.has(promptId)) registerPrompt(promptId, doc, new Array(total).fill(0));
+  }
+
+  /** Shows a node's result (an executed message's output or a history entry's): its images and its inspection
+   * panel. Returns whether there was anything to show. */
+  function showOutput(doc, node, output) {
+    const images = output?.images ?? output?.gifs ?? [];
+    const panel = parseInspect(output, doc.exec.panels.get(node));
+    if (images.length) doc.exec.outputs.set(node, images);
+    if (panel) doc.exec.panels.set(node, panel);
+    return images.length > 0 || panel !== null;
   }
 
   function clearRunning(doc) {
@@ -88,12 +100,8 @@ export function createExecutionTracker({ docs, active, onChange = () => {}, crea
         break;
       case 'executed': {
         const node = normId(data.display_node ?? data.node);
-        const images = data.output?.images ?? data.output?.gifs ?? [];
         info?.done.add(String(node));
-        if (doc && images.length) {
-          doc.exec.outputs.set(node, images);
-          onChange('output', { doc, nodeId: node });
-        }
+        if (doc && showOutput(doc, node, data.output)) onChange('output', { doc, nodeId: node });
         if (doc && doc.exec.previews.has(node)) { revokeUrl?.(doc.exec.previews.get(node)); doc.exec.previews.delete(node); }
         break;
       }
@@ -130,7 +138,7 @@ export function createExecutionTracker({ docs, active, onChange = () => {}, crea
     const old = doc.exec.previews.get(nodeId);
     if (old) revokeUrl?.(old);
     doc.exec.previews.set(nodeId, createUrl(new Blob([msg.image], { type: msg.mime })));
-    onChange('preview', { nodeId });
+    onChange('preview', { doc, nodeId });
   }
 
   /** {promptId, node, nodeFraction, overall} of the running prompt, or null. */
@@ -144,7 +152,7 @@ export function createExecutionTracker({ docs, active, onChange = () => {}, crea
   }
 
   return {
-    registerPrompt, adoptPrompt, handle, handlePreview, progress,
+    registerPrompt, adoptPrompt, handle, handlePreview, progress, showOutput,
     get queueRemaining() { return queueRemaining; },
     get running() { return current; },
     /** Forgets the running state (the prompt finished while the socket was down). */

@@ -15,7 +15,7 @@ const CLICK_SLOP = 3;
 /**
  * Wires pointer input on `canvas`. `editor` = {doc(), scene(), redraw(), changed(), settings(), editors, menus,
  * setEditing(x)}; `hooks` = {openSearch, nodeMenu, canvasMenu, groupMenu, linkMenu, lightbox, chooseUpload,
- * notify, renameNode, renameGroup}.
+ * notify, renameNode, renameGroup, areaGesture(node, p) -> {move(dx, e, p), up(moved)} | null}.
  */
 export function attachInteraction(canvas, editor, hooks) {
   let gesture = null;
@@ -202,9 +202,13 @@ export function attachInteraction(canvas, editor, hooks) {
         });
         return g ? { kind: 'widget', handler: g } : startNodeDrag(doc, hit.node, e, p);
       }
+      case Hit.IMAGE: { // the area below the widgets may take the gesture (a panel's slider)
+        selectNode(doc, hit.node, e);
+        const g = hooks.areaGesture?.(hit.node, p);
+        return g ? { kind: 'widget', handler: g } : startNodeDrag(doc, hit.node, e, p);
+      }
       case Hit.TITLE:
       case Hit.NODE:
-      case Hit.IMAGE:
         selectNode(doc, hit.node, e);
         return startNodeDrag(doc, hit.node, e, p);
       case Hit.REROUTE:
@@ -293,7 +297,7 @@ export function attachInteraction(canvas, editor, hooks) {
         g.group.bounding[3] = Math.max(80, g.origin[3] + p[1] - g.start[1]);
         break;
       case 'widget':
-        g.handler.move(screen[0] - g.startScreen[0], e);
+        g.handler.move(screen[0] - g.startScreen[0], e, p);
         break;
       default:
         break;

@@ -29,6 +29,7 @@ export const theme = Object.freeze({
   linkDefault: '#9a9a9a',
   reroute: '#e0e0e0',
   missing: '#ff4545',
+  highlight: '#ffcc33',
   font: 'Inter, "Segoe UI", system-ui, sans-serif',
 });
 

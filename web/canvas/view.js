@@ -3,6 +3,7 @@
 
 import { Mode } from '../graph/model.js';
 import { drawWidget } from '../widgets/draw.js';
+import { areaRect, curveLayout, drawCurve, drawPanel, PANEL } from './inspector.js';
 import { segmentBounds, segmentMidpoint, tracePath, LinkStyle } from './links.js';
 import { SLOT_RADIUS, TITLE_H } from './layout.js';
 import { slotColor, theme } from './theme.js';
@@ -256,6 +257,7 @@ function outlineColor(node, scene) {
   const ex = scene.exec;
   if (ex?.errors?.has(node.id)) return theme.error;
   if (ex?.running === node.id) return theme.running;
+  if (scene.area?.highlight(node)) return theme.highlight;
   if (scene.selection.has(node.id)) return theme.selected;
   if (!scene.defs.has(node.type)) return theme.missing;
   return null;
@@ -319,7 +321,7 @@ function drawNode(ctx, node, scene, detail, h) {
     drawSlots(ctx, node, info, scene, detail);
     if (detail === Detail.FULL) {
       drawWidgets(ctx, node, info, scene, h);
-      drawImages(ctx, node, info, scene);
+      drawArea(ctx, node, scene, h);
     } else drawWidgetBars(ctx, node, info);
     if (!info.def) {
       ctx.font = FONT_SMALL;
@@ -413,11 +415,25 @@ function drawWidgetBars(ctx, node, info) {
   ctx.fill();
 }
 
-function drawImages(ctx, node, info, scene) {
-  const area = info.layout.images;
-  const imgs = area && scene.imagesFor?.(node);
+/** The area below the widgets: an inspection panel, or images with a sampler's sigma curve under them. */
+function drawArea(ctx, node, scene, h) {
+  const area = areaRect(scene.frame, node);
+  if (!area) return;
+  const panel = area.h >= 10 && scene.area?.panel(node);
+  if (panel) {
+    drawPanel(ctx, panel, area, { fit: h.fit, highlight: scene.area.highlight(node) });
+    return;
+  }
+  const curve = scene.area?.curve(node); // asked even without room: the node grows for it once it has arrived
+  if (curve && area.h >= PANEL.CURVE_H) {
+    drawCurve(ctx, curve, area, { highlight: scene.area.highlight(node) === 'curve' });
+    area.h = curveLayout(area).rest;
+  }
+  drawImages(ctx, area, scene.imagesFor?.(node));
+}
+
+function drawImages(ctx, area, imgs) {
   if (!imgs?.length || area.h < 10) return;
-  const [x, y] = node.pos;
   const cols = Math.ceil(Math.sqrt(imgs.length));
   const rows = Math.ceil(imgs.length / cols);
   const cw = area.w / cols;
@@ -426,8 +442,8 @@ function drawImages(ctx, node, info, scene) {
     if (!img.naturalWidth) return;
     const s = Math.min(cw / img.naturalWidth, ch / img.naturalHeight);
     const dw = img.naturalWidth * s, dh = img.naturalHeight * s;
-    const cx = x + area.x + (i % cols) * cw + (cw - dw) / 2;
-    const cy = y + area.y + Math.floor(i / cols) * ch + (ch - dh) / 2;
+    const cx = area.x + (i % cols) * cw + (cw - dw) / 2;
+    const cy = area.y + Math.floor(i / cols) * ch + (ch - dh) / 2;
     ctx.drawImage(img, cx, cy, dw, dh);
   });
   if (imgs.length === 1 && imgs[0].naturalWidth) {
@@ -435,7 +451,7 @@ function drawImages(ctx, node, info, scene) {
     ctx.fillStyle = theme.widgetLabel;
     ctx.textAlign = 'center';
     ctx.textBaseline = 'bottom';
-    ctx.fillText(`${imgs[0].naturalWidth} × ${imgs[0].naturalHeight}`, x + area.x + area.w / 2, y + area.y + area.h);
+    ctx.fillText(`${imgs[0].naturalWidth} × ${imgs[0].naturalHeight}`, area.x + area.w / 2, area.y + area.h);
   }
 }
 
