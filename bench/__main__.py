@@ -20,6 +20,7 @@ HEAVY = (
     ("unet_speed", "SD1.5-size UNet CFG step, ours vs diffusers' UNet2DConditionModel on the same weights"),
     ("checkpoint_load", "loading a 2 GB SD1.5-layout checkpoint, ours vs load_file + load_state_dict"),
     ("first_prompt", "server start and first images: the built-in model, a 4.3 GB SD1.5-layout file (vs A5)"),
+    ("cluster_throughput", "20 built-in-model prompts on 1 and 2 Ray workers vs one process; the head's overhead"),
 )
 
 

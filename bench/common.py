@@ -247,7 +247,7 @@ def _git_state(paths: Sequence[str]) -> str:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
                               timeout=10).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--", *paths], cwd=root, capture_output=True,
-                               text=True, timeout=10).stdout.strip()
+                               text=True, timeout=10).stdout.rstrip()  # rstrip: a status column may start with " "
     except (OSError, subprocess.SubprocessError):
         return "git: unknown"
     if not head:

@@ -189,6 +189,11 @@ class ModelManager:
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
 
+    def loaded_files(self) -> list[str]:
+        """Real paths of the model files loaded now (alive while something, e.g. the output cache, holds them)."""
+        with self._lock:
+            return sorted({key.path for key in list(self._files.keys())})
+
     def stats(self) -> dict[str, Any]:
         with self._lock:
             return {"device": str(self.device), "dtype": str(self.dtype), "files_loaded": self.loads,

@@ -82,6 +82,13 @@ def model_manager(device_choice: DeviceChoice | None, weight_dtype: WeightDtype 
     return ModelManager(pick_device(device_choice or "auto"), weight_dtype=weight_dtype or "auto")
 
 
+def device_count() -> int:
+    """GPUs this machine's torch can use (0 without CUDA); `chisel worker` starts one worker per GPU."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
 def out_of_memory_hint(models: ModelManager, error: BaseException) -> str | None:
     """After a GPU out-of-memory error: move idle models off the GPU and return the hint for the error message;
     None for any other error."""

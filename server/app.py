@@ -2,7 +2,8 @@
 
     runtime  = compose(config)                   folders, registry, services, executor (server/compose.py)
     hub      = EventHub()                        the websocket hub: engine events -> ComfyUI messages
-    engine   = build_engine(runtime, hub)        + the SQLite queue and the worker thread
+    engine   = build_engine(runtime, hub)        + the SQLite queue and what runs it: the worker thread, or with
+                                                 --ray the cluster's scheduler and its Ray workers
 
 The engine is built and the worker thread started in the app's cleanup context (startup), and stopped cleanly at
 cleanup. `chisel run` (server/cli.py) uses the same compose() without HTTP.
@@ -25,7 +26,7 @@ from server.compose import build_engine, compose
 from server.config import ServerConfig
 from server.engine.engine import Engine
 from server.hub import EventHub
-from server.routes import files, info, prompt, user, ws
+from server.routes import files, info, inspect, prompt, user, workers, ws
 from server.routes.middleware import cache_headers, errors, guard
 from server.routes.state import STATE, AppState
 from server.routes.static import add_static_routes
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from nodes.services import ModelManager
 
 log = logging.getLogger("chisel.server")
-API_ROUTE_TABLES = (prompt.routes, files.routes, info.routes, user.routes, ws.routes)
+API_ROUTE_TABLES = (prompt.routes, files.routes, info.routes, inspect.routes, user.routes, workers.routes, ws.routes)
 INTERNAL_ROUTE_TABLES = (info.internal_routes,)
 
 

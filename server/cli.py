@@ -2,6 +2,10 @@
 
     chisel serve [--listen [ADDR]] [--port 8188] [--base-dir DIR] [--auth-token T] [--extra-model-paths FILE] ...
         start the server (editor + ComfyUI-compatible API) and print its URL
+        with --ray local: a Ray runtime here runs prompts on --ray-workers N worker processes; with --ray ADDRESS:
+        join that Ray cluster (workers here and on every machine added with `chisel worker`)
+    chisel worker --ray ADDRESS [--ray-workers N] [--base-dir DIR] ...
+        add this machine's devices to a Chisel cluster: its worker processes read models from its own folders
     chisel run WORKFLOW [--set NODE.INPUT=VALUE ...] [--output-dir DIR] [--base-dir DIR] ...
         run a workflow in-process (no HTTP): an API prompt or an editor (UI) workflow file, or a PNG saved with its
         workflow; validates, shows progress, prints where the outputs went; exits non-zero with the error.
@@ -51,6 +55,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     if args.command == "serve":
         return serve(config)
+    if args.command == "worker":
+        from server.cluster.node import run_worker_node
+
+        return run_worker_node(config)
     return run_workflow(config, Path(args.workflow), args.set or [])
 
 
@@ -82,7 +90,20 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--no-custom-nodes", action="store_true", help="do not load BASE/custom_nodes")
     common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
-    serve_p = sub.add_parser("serve", parents=[common], help="start the server")
+    cluster = argparse.ArgumentParser(add_help=False)
+    cluster.add_argument("--ray-workers", type=int, metavar="N",
+                         help="worker processes on this machine (default: one per GPU, or one without a GPU)")
+    cluster.add_argument("--ray-shared-output", action="store_true",
+                         help="--output-dir is one folder every machine sees at the same path: workers save into "
+                              "it instead of sending their files to the head (give it to serve and every worker)")
+    cluster.add_argument("--ray-worker-threads", type=int, metavar="N",
+                         help="torch threads per worker process (default: cores / workers)")
+    cluster.add_argument("--ray-hang-timeout", type=float, metavar="S",
+                         help="seconds a running worker may stay silent before its prompt goes to another (120)")
+    serve_p = sub.add_parser("serve", parents=[common, cluster], help="start the server")
+    serve_p.add_argument("--ray", metavar="local|ADDRESS",
+                         help="run prompts on Ray workers: 'local' starts a Ray runtime here, an address (host:port) "
+                              "joins a Ray cluster; needs pip install 'chisel-studio[cluster]'")
     serve_p.add_argument("--listen", nargs="?", const=BARE_LISTEN, default="127.0.0.1", metavar="ADDR",
                          help="address(es) to listen on, comma-separated (default 127.0.0.1; bare: all)")
     serve_p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default 8188; 0: any free port)")
@@ -95,6 +116,11 @@ def _parser() -> argparse.ArgumentParser:
     serve_p.add_argument("--allow-host", action="append", default=[], metavar="HOST",
                          help="a Host name accepted besides loopback (e.g. behind a reverse proxy); repeatable")
 
+    worker_p = sub.add_parser("worker", parents=[common, cluster],
+                              help="add this machine's devices to a Chisel cluster (a server started with --ray)")
+    worker_p.add_argument("--ray", required=True, metavar="ADDRESS",
+                          help="the Ray cluster's address, as `chisel serve --ray` or `ray start --head` printed it")
+
     run_p = sub.add_parser("run", parents=[common], help="run a workflow without a server")
     run_p.add_argument("workflow", help="an API prompt .json, an editor workflow .json, or a PNG with a workflow")
     run_p.add_argument("--set", action="append", metavar="NODE.INPUT=VALUE",
@@ -105,6 +131,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
     serving = args.command == "serve"
+    clustered = args.command in ("serve", "worker")
     listen = tuple(a.strip() for a in args.listen.split(",") if a.strip()) if serving else ("127.0.0.1",)
     token = (args.auth_token or auth_token_from_env()) if serving else None
     max_upload = int(args.max_upload_size * 1024 * 1024) if serving and args.max_upload_size else None
@@ -128,6 +155,11 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         device="cpu" if args.cpu else None,
         weight_dtype=args.weight_dtype,
         load_custom_nodes=False if args.no_custom_nodes else None,
+        ray=getattr(args, "ray", None),
+        ray_workers=args.ray_workers if clustered else None,
+        ray_shared_output=(args.ray_shared_output or None) if clustered else None,
+        ray_worker_threads=args.ray_worker_threads if clustered else None,
+        ray_hang_timeout=args.ray_hang_timeout if clustered else None,
     )
 
 
@@ -144,6 +176,9 @@ def serve(config: ServerConfig) -> int:
     except ValueError as exc:  # a refused folder setup, an unreadable extra_model_paths.yaml...
         print(f"chisel: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except RuntimeError as exc:  # --ray: the cluster could not be started or joined
+        print(f"chisel: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except OSError as exc:
         print(f"chisel: cannot listen on {', '.join(config.listen)} port {config.port}: {exc.strerror or exc}",
               file=sys.stderr)
@@ -167,6 +202,7 @@ async def _serve(config: ServerConfig) -> None:
                 config = config.with_changes(port=_bound_port(runner) or 0)
         port = _bound_port(runner) or config.port
         _announce(config, port)
+        _announce_cluster(app)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -198,6 +234,18 @@ def _announce(config: ServerConfig, port: int) -> None:
         print(f"  listening on {', '.join(config.listen)}: reachable from other machines", flush=True)
         if not config.auth_token:
             print("  WARNING: no --auth-token is set: anyone who can reach this port can run prompts", flush=True)
+
+
+def _announce_cluster(app: Any) -> None:
+    from server.routes.state import STATE
+
+    runner = app[STATE].engine.worker
+    cluster = getattr(runner, "cluster", None)
+    if cluster is None:
+        return
+    workers = len(runner.workers())
+    print(f"  Ray cluster at {cluster.address}: {workers} worker(s) on this machine; add a machine with", flush=True)
+    print(f"    chisel worker --ray {cluster.address}", flush=True)
 
 
 # ---- run ------------------------------------------------------------------------------------------------------------

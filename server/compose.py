@@ -6,7 +6,9 @@ create_app) and `chisel run` alike. No globals; tests build their own with other
     services  = build_services(config, folders)            what nodes get as ctx.services (folders, model manager)
     executor  = build_executor(config, registry, services) output cache under the config's budgets + executor
     = compose(config)                                      all of the above: a Runtime
-    engine    = build_engine(config, runtime, events)      + the SQLite queue and the worker thread (a server)
+    engine    = build_engine(config, runtime, events)      + the SQLite queue and what runs it (a server): the
+                                                           worker thread, or with config.ray the cluster's
+                                                           scheduler and its Ray workers (server/cluster/)
 
 The server never reaches into the model library: the model manager and the out-of-memory hint come through
 nodes.services.
@@ -17,12 +19,13 @@ from __future__ import annotations
 import functools
 import logging
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nodes.context import RunContext
+from nodes.inputs import Files
 from nodes.registry import Node, NodeSpec, Registry
 from nodes.services import RunSettings, Services, model_manager, out_of_memory_hint
 from server.config import ServerConfig
@@ -31,6 +34,7 @@ from server.engine.engine import Engine
 from server.engine.events import EventSink
 from server.engine.executor import Executor
 from server.engine.queue import PromptStore
+from server.engine.runner import PromptRunner
 from server.engine.worker import Worker
 from server.paths import ServerFolders
 
@@ -47,6 +51,8 @@ class Runtime:
     """Everything a prompt needs to run, built from one config.
 
     extension_dirs  custom node packs' web folders by pack name (served by the web layer)
+    file_listing    with config.ray: the registry's file listing, which adds the workers' model files to this
+                    machine's (a model only a worker machine has validates here); None otherwise
     """
 
     config: ServerConfig
@@ -55,28 +61,46 @@ class Runtime:
     extension_dirs: Mapping[str, Path]
     services: Services
     executor: Executor
+    file_listing: Any = None
 
 
 def compose(config: ServerConfig, *, nodes: Iterable[type[Node] | NodeSpec] | None = None,
             models: ModelManager | None = None) -> Runtime:
     """The runtime of one config. `nodes` replaces the core node list (tests); `models` the model manager."""
     folders = ServerFolders.from_config(config)
-    registry, extension_dirs = build_registry(config, folders, nodes=nodes)
+    listing = None
+    if config.ray is not None:
+        from server.cluster.refs import ClusterListing
+
+        listing = ClusterListing(folders.list_files)
+    registry, extension_dirs = build_registry(config, folders, nodes=nodes, list_files=listing)
     services = build_services(config, folders, models=models)
     executor = build_executor(config, registry, services)
     return Runtime(config=config, folders=folders, registry=registry, extension_dirs=extension_dirs,
-                   services=services, executor=executor)
+                   services=services, executor=executor, file_listing=listing)
 
 
 def build_engine(runtime: Runtime, events: EventSink, *, store_path: str | Path | None = None) -> Engine:
-    """The runtime's executor behind a persistent queue and a worker thread (not started). store_path defaults to
-    <user dir>/chisel_queue.sqlite3."""
+    """The runtime's executor behind a persistent queue and what runs it (not started): the in-process worker
+    thread, or with config.ray the cluster's scheduler (its Ray runtime connected, workers requested; Ray is
+    imported only then). store_path defaults to <user dir>/chisel_queue.sqlite3."""
     config = runtime.config
     store = PromptStore(store_path if store_path is not None else config.user_dir / QUEUE_FILE,
                         max_history=config.history_limit)
-    worker = Worker(store=store, registry=runtime.registry, executor=runtime.executor, events=events,
-                    on_free=functools.partial(_free_models, runtime.services))
-    return Engine(store=store, cache=runtime.executor.cache, executor=runtime.executor, worker=worker)
+    runner: PromptRunner
+    if config.ray is not None:
+        from server.cluster.ray_cluster import ray_runner
+
+        try:
+            runner = ray_runner(runtime, store, events)
+        except BaseException:
+            store.close()
+            raise
+    else:
+        runner = Worker(store=store, registry=runtime.registry, executor=runtime.executor, events=events,
+                        on_free=functools.partial(_free_models, runtime.services),
+                        describe=functools.partial(_describe, runtime))
+    return Engine(store=store, cache=runtime.executor.cache, executor=runtime.executor, worker=runner)
 
 
 # ---- the parts ----------------------------------------------------------------------------------------------------
@@ -87,9 +111,11 @@ def core_node_classes() -> list[type[Node] | NodeSpec]:
 
 
 def build_registry(config: ServerConfig, folders: ServerFolders, *,
-                   nodes: Iterable[type[Node] | NodeSpec] | None = None) -> tuple[Registry, dict[str, Path]]:
-    """The node registry (core nodes, then custom node packs) and the custom packs' web folders by pack name."""
-    registry = Registry(list_files=folders.list_files)
+                   nodes: Iterable[type[Node] | NodeSpec] | None = None,
+                   list_files: Callable[[Files], Sequence[str]] | None = None) -> tuple[Registry, dict[str, Path]]:
+    """The node registry (core nodes, then custom node packs) and the custom packs' web folders by pack name.
+    `list_files` resolves Files combos (default: the folders' own listing)."""
+    registry = Registry(list_files=list_files or folders.list_files)
     registry.add_all(core_node_classes() if nodes is None else nodes)
     web_dirs: dict[str, Path] = {}
     if config.load_custom_nodes and config.custom_nodes_dir.is_dir():
@@ -139,6 +165,14 @@ def _error_hint(services: Services, error: BaseException) -> str | None:
     """The executor's on_error hook: after a GPU out-of-memory error, idle models leave the GPU and the message
     says so."""
     return out_of_memory_hint(services.models, error)
+
+
+def _describe(runtime: Runtime) -> tuple[str, list[str]]:
+    """The in-process worker for GET /workers: its device and the model files it holds loaded."""
+    models = runtime.services.models
+    loaded = getattr(models, "loaded_files", None)
+    names = [Path(path).name for path in loaded()] if loaded is not None else []
+    return str(getattr(models, "device", "cpu")), names
 
 
 def _free_models(services: Services, *, unload_models: bool, free_memory: bool) -> None:

@@ -47,6 +47,17 @@ class ServerConfig:
     weight_dtype        model weights' dtype: auto = fp32 on the CPU (ComfyUI's numbers), the file's fp16/bf16 on a
                         GPU; bf16 on a CPU with AMX/AVX-512 BF16 samples about 3x faster at ~1 % different pixels
     history_limit       completed prompts kept in history (oldest dropped)
+    ray                 None: one worker thread in this process (the default). "local": start a Ray runtime here
+                        and run prompts on `ray_workers` worker processes; an address ("10.0.0.5:6379"): join that
+                        Ray cluster, run workers on this machine and on every machine added with `chisel worker`
+    ray_workers         worker processes on this machine (None: one per GPU, or one without a GPU)
+    ray_shared_output   output_dir is one folder every worker machine sees at the same path: workers save into it
+                        directly instead of sending the files back (set it on `chisel worker` machines too)
+    ray_worker_threads  torch threads per worker process (None: this machine's cores / its workers)
+    ray_hang_timeout    seconds a running worker may stay silent before it is declared lost and its prompt leased
+                        again
+    ray_affinity_wait   seconds an idle worker waits for a busy worker holding a prompt's model before it takes the
+                        prompt itself (and loads the model)
     """
 
     base_dir: Path
@@ -75,6 +86,12 @@ class ServerConfig:
     weight_dtype: WeightDtype = "auto"
     history_limit: int = 10_000
     load_custom_nodes: bool = True
+    ray: str | None = None
+    ray_workers: int | None = None
+    ray_shared_output: bool = False
+    ray_worker_threads: int | None = None
+    ray_hang_timeout: float = 120.0
+    ray_affinity_wait: float = 5.0
 
     def __post_init__(self) -> None:
         base = Path(self.base_dir).expanduser().resolve()
@@ -94,6 +111,12 @@ class ServerConfig:
             raise ValueError(f"port {self.port} is not in 0..65535")
         if self.max_upload_size <= 0:
             raise ValueError("max_upload_size must be positive")
+        if self.ray_workers is not None and self.ray_workers < 0:
+            raise ValueError("ray_workers must be 0 or more")
+        if self.ray_worker_threads is not None and self.ray_worker_threads < 1:
+            raise ValueError("ray_worker_threads must be at least 1")
+        if self.ray is not None and not self.ray.strip():
+            raise ValueError("ray must be 'local' or a Ray cluster address")
         if self.preview_method not in ("none", "auto", "latent2rgb"):
             raise ValueError(f"preview_method {self.preview_method!r} is not one of none, auto, latent2rgb")
 

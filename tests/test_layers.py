@@ -8,6 +8,11 @@ rules docs/ARCHITECTURE.md states.
                   nodes.services to build the model manager)
   nodes/          never imports server
   safefiles/      the file helpers every layer uses: the standard library only
+  server/cluster/ the cluster (scheduler, worker core, Ray actors): the engine, the composition root and config,
+                  the node kit and services, safefiles and Ray -- no aiohttp, no torch, no model library, no routes,
+                  hub or messages (the head's EventSink is handed to it)
+  ray             imported only by server/cluster/ray_cluster.py, and only inside functions: a server without --ray
+                  never loads it
 """
 
 from __future__ import annotations
@@ -70,6 +75,21 @@ class ServerRule(Rule):
         return None
 
 
+class ClusterRule(Rule):
+    ALLOWED = ("server.cluster", "server.engine", "server.compose", "server.config", "server.paths", "nodes.registry",
+               "nodes.inputs", "nodes.services", "safefiles", "ray")
+
+    def forbids(self, module: str) -> str | None:
+        top = module.split(".")[0]
+        if top in STDLIB or any(_within(module, allowed) for allowed in self.ALLOWED):
+            return None
+        if top == "server":
+            return "the cluster must not import the web layer (routes, hub, messages, app, cli)"
+        if top in ("nodes", "diffusion", "torch"):
+            return "the cluster reaches model code only through compose() and nodes.services"
+        return f"the cluster imports the standard library, the engine, safefiles and Ray, not {top}"
+
+
 class SafeFilesRule(Rule):
     def forbids(self, module: str) -> str | None:
         top = module.split(".")[0]
@@ -77,7 +97,9 @@ class SafeFilesRule(Rule):
 
 
 RULES = (DiffusionRule("diffusion"), EngineRule("server.engine"), ServerRule("server"), NodesRule("nodes"),
-         SafeFilesRule("safefiles"))
+         SafeFilesRule("safefiles"), ClusterRule("server.cluster"))
+RAY_MODULE = "server.cluster.ray_cluster"
+LAYER_FOLDERS = ("server", "nodes", "diffusion", "safefiles", "train", "bench")
 
 
 def module_name(root: Path, path: Path) -> str:
@@ -125,6 +147,55 @@ def violations(root: Path, rules: tuple[Rule, ...] = RULES) -> list[str]:
     return broken
 
 
+def ray_imports(root: Path) -> list[str]:
+    """Imports of ray that break its rule: outside RAY_MODULE anywhere, or at module level (not lazily) there."""
+    broken = []
+    for folder in LAYER_FOLDERS:
+        for path in sorted((root / folder).rglob("*.py")):
+            module = module_name(root, path)
+            tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+            lazy = {id(inner) for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+                    for inner in ast.walk(node)}
+            for node in ast.walk(tree):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                         else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+                if not any(_within(name, "ray") for name in names):
+                    continue
+                where = f"{path.relative_to(root)}:{node.lineno}"
+                if module != RAY_MODULE:
+                    broken.append(f"{where}: {module} imports ray (only {RAY_MODULE} may)")
+                elif id(node) not in lazy:
+                    broken.append(f"{where}: {module} imports ray at module level (import it inside functions)")
+    return broken
+
+
+def test_ray_is_imported_only_by_the_cluster_and_only_lazily():
+    broken = ray_imports(ROOT)
+    assert not broken, "ray import rule broken:\n" + "\n".join(broken)
+
+
+def test_ray_rule_reports_eager_and_foreign_imports(tmp_path):
+    (tmp_path / "server" / "cluster").mkdir(parents=True)
+    (tmp_path / "server" / "cluster" / "ray_cluster.py").write_text("import ray\ndef f():\n    import ray.util\n")
+    (tmp_path / "nodes").mkdir()
+    (tmp_path / "nodes" / "x.py").write_text("def f():\n    from ray import remote\n")
+    broken = ray_imports(tmp_path)
+    assert len(broken) == 2 and "module level" in broken[0] and "only server.cluster.ray_cluster" in broken[1], broken
+
+
+def test_a_server_without_ray_never_loads_it(tmp_path):
+    import subprocess
+
+    code = ("import sys; from server.cli import main; from server.app import create_app; "
+            "from server.config import ServerConfig; from server.compose import compose, build_engine; "
+            "from server.engine.events import NullSink; "
+            f"c = ServerConfig.create({str(tmp_path)!r}, load_custom_nodes=False); "
+            "create_app(c); e = build_engine(compose(c), NullSink()); e.worker.start(); e.close(); "
+            "assert 'ray' not in sys.modules, 'ray was imported'")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 def test_every_layer_keeps_its_import_rules():
     broken = violations(ROOT)
     assert not broken, "layer rules broken:\n" + "\n".join(broken)
@@ -147,6 +218,10 @@ def test_the_layers_exist_where_the_rules_look():
     ("nodes", "from server.paths import ServerFolders\n", "nodes.bad imports server.paths"),
     ("server", "from diffusion.memory import ModelManager\n", "server.bad imports diffusion.memory"),
     ("safefiles", "import torch\n", "safefiles.bad imports torch"),
+    ("server/cluster", "from aiohttp import web\n", "server.cluster.bad imports aiohttp"),
+    ("server/cluster", "from server.hub import EventHub\n", "the cluster must not import the web layer"),
+    ("server/cluster", "import torch\n", "the cluster reaches model code only through compose()"),
+    ("server/cluster", "from nodes.image import SaveImage\n", "server.cluster.bad imports nodes.image"),
 ])
 def test_a_deliberately_broken_import_is_reported(tmp_path, package, source, fragment):
     folder = tmp_path.joinpath(*package.split("/"))

@@ -116,6 +116,7 @@ export function createApi({
       client_id: clientId, ...(front ? { front: true } : {}), ...(number !== undefined ? { number } : {}) },
     }),
     getQueue: () => request('/queue'),
+    getWorkers: () => request('/workers'),
     deleteFromQueue: (ids) => request('/queue', { method: 'POST', json: { delete: ids } }),
     clearQueue: () => request('/queue', { method: 'POST', json: { clear: true } }),
     interrupt: (promptId) => request('/interrupt', { method: 'POST', json: promptId ? { prompt_id: promptId } : {} }),

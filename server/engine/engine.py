@@ -10,20 +10,21 @@ from dataclasses import dataclass
 from server.engine.cache import OutputCache
 from server.engine.executor import Executor
 from server.engine.queue import PromptStore
-from server.engine.worker import Worker
+from server.engine.runner import PromptRunner
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Engine:
-    """store: the SQLite queue and history; cache: outputs by signature; executor: runs graphs; worker: the thread
-    that takes prompts from the store and runs them (started with `worker.start()`)."""
+    """store: the SQLite queue and history; cache: outputs by signature; executor: runs graphs; worker: what takes
+    prompts from the store and runs them (a PromptRunner: the in-process worker thread, or a cluster scheduler whose
+    workers run their own executors), started with `worker.start()`."""
 
     store: PromptStore
     cache: OutputCache
     executor: Executor
-    worker: Worker
+    worker: PromptRunner
 
     def queue_remaining(self) -> int:
         return self.store.queue_remaining()
@@ -31,6 +32,6 @@ class Engine:
     def close(self, timeout: float = 30.0) -> None:
         """Stop the worker (its prompt goes back to the queue) and close the store."""
         if not self.worker.stop(timeout):
-            log.warning("the worker did not stop within %.0f s; the queue keeps its prompt for the next start",
+            log.warning("the worker did not stop within %.0f s; the queue keeps its prompts for the next start",
                         timeout)
         self.store.close()

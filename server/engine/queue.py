@@ -13,6 +13,13 @@ Shapes are ComfyUI's:
 Sensitive extra_data keys (ComfyUI's SENSITIVE_EXTRA_DATA_KEYS) are never written to disk: they are kept in memory
 for the run only and merged back into the item `claim_next` returns.
 
+Leases (a scheduler with several workers, server/cluster/): `claim(prompt_id, owner)` takes one pending prompt for a
+worker; the row records the lease owner, how many leases it got (`attempts`) and how many of its workers were lost
+(`lost`). `finish(..., owner=)` and `requeue(..., owner=)` only act while that owner still holds the lease, so a worker
+declared lost that reports late changes nothing (nothing is recorded twice); the finished row keeps `ran_on`, the
+worker that ran it (history entries and jobs show it as `worker`). Files from before leases are migrated in place
+(new columns, PRAGMA user_version 1).
+
 Thread-safe: one connection guarded by a lock (the worker and the HTTP handlers share the store).
 """
 
@@ -59,12 +66,23 @@ CREATE TABLE IF NOT EXISTS prompts (
     meta TEXT,
     outputs_count INTEGER,
     preview_output TEXT,
-    execution_error TEXT
+    execution_error TEXT,
+    lease_owner TEXT,               -- the worker holding a running prompt (None: the in-process worker)
+    attempts INTEGER NOT NULL DEFAULT 0,  -- leases given
+    lost INTEGER NOT NULL DEFAULT 0,      -- workers lost while running it
+    ran_on TEXT                     -- the worker whose run was recorded
 );
 CREATE INDEX IF NOT EXISTS prompts_queue ON prompts (status, number, seq);
 CREATE INDEX IF NOT EXISTS prompts_done ON prompts (done_seq) WHERE done_seq IS NOT NULL;
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
+SCHEMA_VERSION = 1
+_ADDED_COLUMNS = (  # (column, declaration) added after version 0: files written before get them by ALTER TABLE
+    ("lease_owner", "TEXT"),
+    ("attempts", "INTEGER NOT NULL DEFAULT 0"),
+    ("lost", "INTEGER NOT NULL DEFAULT 0"),
+    ("ran_on", "TEXT"),
+)
 
 
 class DuplicatePromptId(ValueError):
@@ -87,6 +105,8 @@ class QueueItem:
     extra_data: dict[str, Any]
     outputs_to_execute: list[str]
     client_id: str | None
+    attempt: int = 1  # this lease's number (1 for the first run)
+    lost: int = 0  # workers lost while running it before
 
     def as_list(self) -> list[Any]:
         """ComfyUI's queue item shape, without the sensitive keys."""
@@ -120,6 +140,7 @@ class PromptStore:
         self._db.execute("PRAGMA foreign_keys=ON")
         with self._lock:
             self._db.executescript(_SCHEMA)
+            self._migrate()
             self.recovered = self._recover()
 
     def close(self) -> None:
@@ -159,24 +180,39 @@ class PromptStore:
                 self._sensitive[prompt_id] = sensitive
         return number
 
-    def claim_next(self) -> QueueItem | None:
-        """Atomically take the first pending prompt (lowest number, then oldest) and mark it running."""
+    def claim_next(self, owner: str | None = None) -> QueueItem | None:
+        """Atomically take the first pending prompt (lowest number, then oldest) and mark it running (leased to
+        `owner` when given)."""
         with self._lock, self._transaction():
             row = self._db.execute("SELECT * FROM prompts WHERE status = 'pending' ORDER BY number, seq LIMIT 1"
                                    ).fetchone()
-            if row is None:
-                return None
-            self._db.execute("UPDATE prompts SET status = 'running', start_time = ? WHERE seq = ?",
-                             (self._now_ms(), row["seq"]))
-            extra = json.loads(row["extra_data"])
-            extra.update(self._sensitive.get(row["prompt_id"], {}))
-            return QueueItem(number=row["number"], prompt_id=row["prompt_id"], prompt=json.loads(row["prompt"]),
-                             extra_data=extra, outputs_to_execute=json.loads(row["outputs_to_execute"]),
-                             client_id=row["client_id"])
+            return None if row is None else self._lease(row, owner)
+
+    def claim(self, prompt_id: str, owner: str) -> QueueItem | None:
+        """Atomically lease one pending prompt to `owner` (a scheduler's choice); None if it is no longer pending
+        (deleted or taken meanwhile)."""
+        with self._lock, self._transaction():
+            row = self._db.execute("SELECT * FROM prompts WHERE prompt_id = ? AND status = 'pending'",
+                                   (prompt_id,)).fetchone()
+            return None if row is None else self._lease(row, owner)
+
+    def _lease(self, row: sqlite3.Row, owner: str | None) -> QueueItem:
+        attempt = int(row["attempts"] or 0) + 1
+        self._db.execute("UPDATE prompts SET status = 'running', start_time = ?, lease_owner = ?, attempts = ?"
+                         " WHERE seq = ?", (self._now_ms(), owner, attempt, row["seq"]))
+        extra = json.loads(row["extra_data"])
+        extra.update(self._sensitive.get(row["prompt_id"], {}))
+        return QueueItem(number=row["number"], prompt_id=row["prompt_id"], prompt=json.loads(row["prompt"]),
+                         extra_data=extra, outputs_to_execute=json.loads(row["outputs_to_execute"]),
+                         client_id=row["client_id"], attempt=attempt, lost=int(row["lost"] or 0))
 
     def finish(self, prompt_id: str, *, status: FinalStatus, outputs: Mapping[str, Any] | None = None,
-               messages: Iterable[Sequence[Any]] = ()) -> None:
-        """Record a prompt's end (moves it to the history) and drop the oldest history beyond `max_history`."""
+               messages: Iterable[Sequence[Any]] = (), owner: str | None = None) -> bool:
+        """Record a prompt's end (moves it to the history) and drop the oldest history beyond `max_history`.
+
+        With `owner`: only while that worker holds the prompt's lease (it is running and leased to it); the row
+        then records `ran_on = owner`. False (nothing written) for a stale report: the lease was lost and given to
+        another worker, or the prompt already finished. Without `owner` the end is always recorded."""
         if status not in _DONE:
             raise ValueError(f"status must be one of {_DONE}, got {status!r}")
         outputs = dict(outputs or {})
@@ -192,24 +228,50 @@ class PromptStore:
                     error = data
         count, preview = outputs_summary(outputs)
         with self._lock, self._transaction():
-            row = self._db.execute("SELECT start_time FROM prompts WHERE prompt_id = ?", (prompt_id,)).fetchone()
+            row = self._db.execute("SELECT start_time, status, lease_owner FROM prompts WHERE prompt_id = ?",
+                                   (prompt_id,)).fetchone()
             if row is None:
                 raise UnknownPrompt(prompt_id)
+            if owner is not None and (row["status"] != "running" or row["lease_owner"] != owner):
+                return False
             done = self._bump("done")
             self._db.execute(
                 "UPDATE prompts SET status = ?, done_seq = ?, outputs = ?, messages = ?, start_time = ?,"
-                " end_time = ?, outputs_count = ?, preview_output = ?, execution_error = ? WHERE prompt_id = ?",
-                (status, done, _dumps(outputs, "outputs"), _dumps(messages, "messages"), start if start is not None else row["start_time"], end if end is not None else
-                 self._now_ms(), count, _dumps(preview, "preview") if preview else None,
-                 _dumps(error, "error") if error else None, prompt_id))
+                " end_time = ?, outputs_count = ?, preview_output = ?, execution_error = ?, lease_owner = NULL,"
+                " ran_on = ? WHERE prompt_id = ?",
+                (status, done, _dumps(outputs, "outputs"), _dumps(messages, "messages"),
+                 start if start is not None else row["start_time"], end if end is not None else self._now_ms(),
+                 count, _dumps(preview, "preview") if preview else None, _dumps(error, "error") if error else None,
+                 owner, prompt_id))
             self._db.execute(
                 "DELETE FROM prompts WHERE done_seq <= (SELECT done_seq FROM prompts WHERE done_seq IS NOT NULL"
                 " ORDER BY done_seq DESC LIMIT 1 OFFSET ?)", (self.max_history,))
             self._sensitive.pop(prompt_id, None)
+        return True
 
-    def pending(self) -> list[list[Any]]:
-        """Pending items in run order, ComfyUI's shape."""
-        return self._items("SELECT * FROM prompts WHERE status = 'pending' ORDER BY number, seq")
+    def pending(self, limit: int | None = None) -> list[list[Any]]:
+        """Pending items in run order, ComfyUI's shape (the first `limit` when given)."""
+        return self._items("SELECT * FROM prompts WHERE status = 'pending' ORDER BY number, seq"
+                           + (f" LIMIT {int(limit)}" if limit is not None else ""))
+
+    def pending_ids(self, limit: int | None = None) -> list[str]:
+        """Ids of the pending prompts in run order (cheap: nothing is decoded)."""
+        with self._lock:
+            return [row[0] for row in self._db.execute(
+                "SELECT prompt_id FROM prompts WHERE status = 'pending' ORDER BY number, seq"
+                + (f" LIMIT {int(limit)}" if limit is not None else ""))]
+
+    def prompt_of(self, prompt_id: str) -> dict[str, Any] | None:
+        """A queued or finished prompt's API prompt (None if unknown)."""
+        with self._lock:
+            row = self._db.execute("SELECT prompt FROM prompts WHERE prompt_id = ?", (prompt_id,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def leases(self) -> dict[str, str | None]:
+        """Running prompts and the worker holding each (None: the in-process worker)."""
+        with self._lock:
+            return {row[0]: row[1] for row in self._db.execute(
+                "SELECT prompt_id, lease_owner FROM prompts WHERE status = 'running' ORDER BY seq")}
 
     def running(self) -> list[list[Any]]:
         return self._items("SELECT * FROM prompts WHERE status = 'running' ORDER BY seq")
@@ -313,15 +375,31 @@ class PromptStore:
         return _job(row, details=True) if row else None
 
     # ---- internals ------------------------------------------------------------------------------------------------
-    def requeue(self, prompt_id: str) -> bool:
-        """Put a running prompt back at the front of the queue (the server stops while it runs); True if it was
-        running."""
+    def requeue(self, prompt_id: str, *, owner: str | None = None, lost: bool = False) -> bool:
+        """Put a running prompt back at the front of the queue (the server stops while it runs, or its worker was
+        lost: `lost` counts that against the prompt); True if it was running (and leased to `owner`, when given).
+        """
         with self._lock, self._transaction():
-            row = self._db.execute("SELECT seq, number FROM prompts WHERE prompt_id = ? AND status = 'running'",
-                                   (prompt_id,)).fetchone()
-            if row is not None:
-                self._to_front(row)
-        return row is not None
+            row = self._db.execute("SELECT seq, number, lease_owner FROM prompts WHERE prompt_id = ? AND"
+                                   " status = 'running'", (prompt_id,)).fetchone()
+            if row is None or (owner is not None and row["lease_owner"] != owner):
+                return False
+            self._to_front(row)
+            if lost:
+                self._db.execute("UPDATE prompts SET lost = lost + 1 WHERE seq = ?", (row["seq"],))
+        return True
+
+    def _migrate(self) -> None:
+        """Bring a file written by an older version up to SCHEMA_VERSION (columns added in place)."""
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version >= SCHEMA_VERSION:
+            return
+        with self._transaction():
+            present = {row[1] for row in self._db.execute("PRAGMA table_info(prompts)")}
+            for column, declaration in _ADDED_COLUMNS:
+                if column not in present:
+                    self._db.execute(f"ALTER TABLE prompts ADD COLUMN {column} {declaration}")
+            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def _recover(self) -> list[str]:
         """Prompts left running by a crash go back to the front of the queue; returns their ids."""
@@ -336,8 +414,8 @@ class PromptStore:
         first = self._db.execute("SELECT MIN(number) FROM prompts WHERE status IN ('pending', 'running')"
                                  " AND seq != ?", (row["seq"],)).fetchone()[0]
         number = row["number"] if first is None or row["number"] < first else first - 1
-        self._db.execute("UPDATE prompts SET status = 'pending', number = ?, start_time = NULL WHERE seq = ?",
-                         (number, row["seq"]))
+        self._db.execute("UPDATE prompts SET status = 'pending', number = ?, start_time = NULL, lease_owner = NULL"
+                         " WHERE seq = ?", (number, row["seq"]))
 
     def _bump(self, name: str) -> int:
         row = self._db.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
@@ -397,10 +475,13 @@ def _queue_item(row: sqlite3.Row) -> list[Any]:
 
 def _history_entry(row: sqlite3.Row) -> dict[str, Any]:
     status = row["status"]
-    return {"prompt": _queue_item(row), "outputs": json.loads(row["outputs"] or "{}"),
-            "status": {"status_str": "success" if status == "success" else "error",
-                       "completed": status == "success", "messages": json.loads(row["messages"] or "[]")},
-            "meta": json.loads(row["meta"] or "{}")}
+    entry = {"prompt": _queue_item(row), "outputs": json.loads(row["outputs"] or "{}"),
+             "status": {"status_str": "success" if status == "success" else "error",
+                        "completed": status == "success", "messages": json.loads(row["messages"] or "[]")},
+             "meta": json.loads(row["meta"] or "{}")}
+    if row["ran_on"] is not None:
+        entry["worker"] = row["ran_on"]
+    return entry
 
 
 def _job(row: sqlite3.Row, *, details: bool = False) -> dict[str, Any]:
@@ -413,7 +494,7 @@ def _job(row: sqlite3.Row, *, details: bool = False) -> dict[str, Any]:
            "execution_error": json.loads(row["execution_error"]) if row["execution_error"] else None,
            "outputs_count": row["outputs_count"] if done else 0,
            "preview_output": json.loads(row["preview_output"]) if row["preview_output"] else None,
-           "workflow_id": row["workflow_id"]}
+           "workflow_id": row["workflow_id"], "worker": row["ran_on"] if done else row["lease_owner"]}
     job = {k: v for k, v in job.items() if v is not None}
     if details and done:
         entry = _history_entry(row)

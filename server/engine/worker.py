@@ -13,11 +13,12 @@ Interrupt is per prompt (ComfyUI: with a prompt id, only if that prompt is runni
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from nodes.registry import Registry
@@ -34,21 +35,14 @@ from server.engine.events import (
 from server.engine.executor import Executor, Outcome
 from server.engine.graph import PromptError, validate_prompt
 from server.engine.queue import PromptStore, QueueItem
+from server.engine.runner import Running, WorkerInfo
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Running:
-    """The prompt being executed now: its id, its client, and the node it is on (None before the first)."""
-
-    prompt_id: str
-    client_id: str | None
-    node_id: str | None
+__all__ = ["Running", "TrackingSink", "Worker"]
 
 
 class Worker:
-    """Runs queued prompts on one background thread.
+    """Runs queued prompts on one background thread (the engine's default PromptRunner, server/engine/runner.py).
 
     store      the PromptStore
     registry   the node registry prompts are validated against when they are taken
@@ -56,11 +50,17 @@ class Worker:
     events     the EventSink (a server's websocket hub)
     on_free    called between prompts as on_free(unload_models=, free_memory=) after POST /free (the app unloads
                models there); the worker itself clears the output cache when free_memory is set
+    describe   () -> (device, models held) for GET /workers (the composition root asks the model manager)
     """
 
+    mode = "local"
+
     def __init__(self, *, store: PromptStore, registry: Registry, executor: Executor, events: EventSink,
-                 on_free: Callable[..., None] | None = None, clock: Callable[[], float] = time.time):
+                 on_free: Callable[..., None] | None = None, clock: Callable[[], float] = time.time,
+                 describe: Callable[[], tuple[str, Sequence[str]]] | None = None):
         self.store = store
+        self.describe = describe
+        self.prompts_done = 0
         self.registry = registry
         self.executor = executor
         self.events = events
@@ -150,6 +150,24 @@ class Worker:
                 return None
             return Running(self._running[0], self._running[1], self._node)
 
+    def running_prompts(self) -> list[Running]:
+        running = self.running()
+        return [] if running is None else [running]
+
+    def workers(self) -> list[WorkerInfo]:
+        """This process's one worker thread."""
+        device, models = ("", ())
+        if self.describe is not None:
+            try:
+                device, models = self.describe()
+            except Exception:
+                log.exception("could not describe the worker")
+        running = self.running()
+        state = "dead" if not self.alive else ("running" if running is not None else "idle")
+        return [WorkerInfo(id="local", host=socket.gethostname(), pid=os.getpid(), device=device, state=state,
+                           prompt_id=running.prompt_id if running else None, models=tuple(models),
+                           prompts_done=self.prompts_done)]
+
     def queue_remaining(self) -> int:
         return self.store.queue_remaining()
 
@@ -204,7 +222,7 @@ class Worker:
         if self._stopping.is_set():
             interrupt.set()
         self.broadcast_status()
-        sink = _TrackingSink(self.events, self._on_executing)
+        sink = TrackingSink(self.events, self._on_executing)
         try:
             graph = validate_prompt(item.prompt, self.registry,
                                     partial_execution_targets=item.outputs_to_execute or None)
@@ -226,23 +244,16 @@ class Worker:
         except Exception:
             log.exception("could not record the end of prompt %s", item.prompt_id)
         sink.release()
+        self.prompts_done += 1
         self.broadcast_status()
         self.events.emit(Executing(None, item.prompt_id), client_id=item.client_id)
 
     def _rejected(self, item: QueueItem, err: PromptError, sink: EventSink) -> Outcome:
         """A queued prompt that no longer validates (a node or model file went away): reported as an error."""
-        now = int(self.clock() * 1000)
-        node_id = next(iter(err.node_errors), None) or err.error.get("extra_info", {}).get("node_id")
-        node_type = err.node_errors.get(node_id, {}).get("class_type") if node_id else None
-        start = ExecutionStart(item.prompt_id, now)
-        error = ExecutionError(prompt_id=item.prompt_id, node_id=node_id, node_type=node_type, executed=(),
-                               exception_message=f"The prompt no longer validates: {err}",
-                               exception_type=exception_type_name(err), traceback=(), current_inputs={},
-                               current_outputs=(), timestamp=now)
-        for event in (start, error):
+        outcome = rejected_outcome(item.prompt_id, err, int(self.clock() * 1000))
+        for event in outcome.messages:
             sink.emit(event, client_id=item.client_id)
-        return Outcome(prompt_id=item.prompt_id, status="error", outputs={}, executed=(), cached=(), error=error,
-                       messages=(start, error))
+        return outcome
 
     def _on_executing(self, node_id: str | None) -> None:
         with self._lock:
@@ -263,10 +274,24 @@ class Worker:
                 log.exception("freeing memory failed")
 
 
-class _TrackingSink:
+def rejected_outcome(prompt_id: str, err: PromptError, now_ms: int) -> Outcome:
+    """The outcome of a queued prompt that no longer validates when it is taken (its events: start, error)."""
+    node_id = next(iter(err.node_errors), None) or err.error.get("extra_info", {}).get("node_id")
+    node_type = err.node_errors.get(node_id, {}).get("class_type") if node_id else None
+    start = ExecutionStart(prompt_id, now_ms)
+    error = ExecutionError(prompt_id=prompt_id, node_id=node_id, node_type=node_type, executed=(),
+                           exception_message=f"The prompt no longer validates: {err}",
+                           exception_type=exception_type_name(err), traceback=(), current_inputs={},
+                           current_outputs=(), timestamp=now_ms)
+    return Outcome(prompt_id=prompt_id, status="error", outputs={}, executed=(), cached=(), error=error,
+                   messages=(start, error))
+
+
+class TrackingSink:
     """Forwards one prompt's events, remembers which node is executing (for clients that reconnect mid-prompt), and
     holds the prompt's final event (success, error or interrupted) until `release()`: the worker releases it after
-    writing the history, so a client that reads /history/{id} on that event finds the entry."""
+    writing the history, so a client that reads /history/{id} on that event finds the entry. (The cluster's
+    scheduler wraps each worker's event stream in one too.)"""
 
     def __init__(self, inner: EventSink, on_executing: Callable[[str | None], None]):
         self.inner = inner
@@ -285,3 +310,6 @@ class _TrackingSink:
         held, self._held = self._held, []
         for event, client_id in held:
             self.inner.emit(event, client_id=client_id)
+
+
+_TrackingSink = TrackingSink  # the former name

@@ -41,11 +41,11 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         await ws.send_str(encode_json("status", {"status": {"exec_info": {"queue_remaining":
                                                                            engine.queue_remaining()}},
                                                  "sid": client_id}))
-        running = engine.worker.running()
-        if running is not None and running.client_id == client_id and running.node_id is not None:
-            # a client that reconnects mid-prompt learns which node runs
-            for kind, data in comfy_messages(Executing(running.node_id, running.prompt_id)):
-                await ws.send_str(encode_json(kind, data))
+        for running in engine.worker.running_prompts():
+            if running.client_id == client_id and running.node_id is not None:
+                # a client that reconnects mid-prompt learns which node runs
+                for kind, data in comfy_messages(Executing(running.node_id, running.prompt_id)):
+                    await ws.send_str(encode_json(kind, data))
         first = True
         async for message in ws:
             if message.type == WSMsgType.TEXT and first:

@@ -1,6 +1,24 @@
 // The queue and history panel: the running and pending prompts (cancel), past runs with their images
-// (open the run's workflow, delete), and clearing both.
+// (open the run's workflow, delete), and clearing both; on a cluster (`chisel serve --ray`), its workers.
 import { h, timeAgo } from './dom.js';
+
+/**
+ * GET /workers as the panel's rows: [] for a server without a cluster (mode "local") or one without the route.
+ * Each row: {id, device, state ("idle", "running", "dead", "starting"), label (the state, with the prompt for a
+ * running worker), done (prompts done), title (host, pid, models held, why it died)}.
+ */
+export function workerRows(body) {
+  if (!body || body.mode === 'local' || !Array.isArray(body.workers)) return [];
+  return body.workers.map((w) => {
+    const state = String(w.state ?? 'unknown');
+    const running = state === 'running' && w.prompt_id ? ` ${String(w.prompt_id).slice(0, 8)}` : '';
+    const models = Array.isArray(w.models) && w.models.length ? `models: ${w.models.join(', ')}` : 'no model loaded';
+    const title = [`${w.host ?? '?'} pid ${w.pid ?? '?'}`, models, w.error ? `error: ${w.error}` : null]
+      .filter(Boolean).join('\n');
+    return { id: String(w.id), device: String(w.device || '?'), state, label: state + running,
+      done: Number(w.prompts_done ?? 0), title };
+  });
+}
 
 export function createQueuePanel(container, { api, onLoadWorkflow, onImage, notify }) {
   let busy = false;
@@ -9,8 +27,9 @@ export function createQueuePanel(container, { api, onLoadWorkflow, onImage, noti
     if (busy) return;
     busy = true;
     try {
-      const [queue, history] = await Promise.all([api.getQueue(), api.getHistory(50)]);
-      render(queue, history);
+      const [queue, history, workers] = await Promise.all([api.getQueue(), api.getHistory(50),
+        api.getWorkers ? api.getWorkers().catch(() => null) : null]);
+      render(queue, history, workerRows(workers));
     } catch (e) {
       container.replaceChildren(h('div.panel-empty', { text: `Cannot read the queue: ${e.message}` }));
     } finally {
@@ -55,11 +74,20 @@ export function createQueuePanel(container, { api, onLoadWorkflow, onImage, noti
         } })));
   }
 
-  function render(queue, history) {
+  function workerRow(row) {
+    return h(`div.q-item.w-item.${row.state}`, { dataset: { workerId: row.id }, title: row.title },
+      h('span.q-num', { text: row.id }), h('span.q-state', { text: row.label }),
+      h('span.q-id', { text: row.device }), h('span.q-id', { text: `${row.done} done` }));
+  }
+
+  function render(queue, history, workers = []) {
     const running = queue?.queue_running ?? [];
     const pending = [...(queue?.queue_pending ?? [])].sort((a, b) => a[0] - b[0]);
     const entries = Object.entries(history ?? {}).reverse();
     container.replaceChildren(
+      ...(workers.length ? [h('div.panel-section.workers', {}, h('div.panel-title', {},
+        h('span', { text: `Workers (${workers.filter((w) => w.state !== 'dead').length} live)` })),
+      ...workers.map(workerRow))] : []),
       h('div.panel-section', {}, h('div.panel-title', {}, h('span', { text: `Queue (${running.length + pending.length})` }),
         h('button.q-btn', { text: 'Clear', title: 'Remove all pending prompts',
           onclick: async () => { await api.clearQueue().catch((e) => notify(e.message, 'error')); refresh(); } })),
