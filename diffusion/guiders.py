@@ -28,8 +28,7 @@ from torch import Tensor
 from diffusion.guidance import ExtraConds, GuidedDenoiser, PreparedCond, prepare_conditioning
 from diffusion.handles import Model
 from diffusion.model_sampling import Denoiser, DiscreteSampling
-from diffusion.noise import SEED_MAX, initial_noise
-from diffusion.sampling_pipeline import InpaintDenoiser, SamplingInputError, prepare_denoise_mask
+from diffusion.sampling_pipeline import checked_inputs, run_denoiser
 from diffusion.samplers import DenoiserFn, StepCallback
 from diffusion.samplers.cfg_pp import publish_uncond, uncond_wanted
 from diffusion.sampling_values import Sampler
@@ -362,35 +361,12 @@ def sample_guided(
     Returns:
         The sampled latent, float32, in model space, on the latent's device.
     """
-    if noise.shape != latent.shape:
-        raise SamplingInputError(f"noise shape {tuple(noise.shape)} does not match latent {tuple(latent.shape)}")
-    if sigmas.ndim != 1:
-        raise SamplingInputError(f"sigmas must be 1-D, got shape {tuple(sigmas.shape)}")
+    latent, noise, sigmas = checked_inputs(latent, noise, sigmas)
     if len(sigmas) == 0:
-        return latent.float().clone()
-    device = latent.device
-    latent = latent.float()
-    noise = noise.to(device=device, dtype=torch.float32)
-    sigmas = sigmas.to(device=device, dtype=torch.float32)
-
+        return latent.clone()
     sampling = guider.model.sampling
     run = GuidanceRun(base=Denoiser(apply_model=guider.model.unet, sampling=sampling), noise=noise,
                       sampling=sampling, extra_conds=extra_conds, max_batch=max_batch, observer=observer)
-    model = guider.denoiser(run)
-    inpaint: InpaintDenoiser | None = None
-    if denoise_mask is not None:
-        inpaint_noise = noise
-        if sampler.inpaint_noise == "random":
-            # ddim re-noises the kept region with a separate draw from seed + 1 (ComfyUI's "random" option).
-            inpaint_noise = initial_noise(noise.shape, (seed + 1) % (SEED_MAX + 1)).to(device)
-        inpaint = InpaintDenoiser(inner=model, mask=prepare_denoise_mask(denoise_mask, latent.shape).to(device),
-                                  latent=latent, noise=inpaint_noise)
-        model = inpaint
-
-    max_denoise = sampling.reaches_max(float(sigmas[0]))
-    x = sampling.noise_scaling(sigmas[0], noise, latent, max_denoise=max_denoise)
-    out = sampler.run(model, x, sigmas, seed=seed, callback=observed_callback(callback, observer))
-    out = sampling.inverse_noise_scaling(sigmas[-1], out)
-    if inpaint is not None:
-        out = inpaint.restore_kept(out, sigmas[-1])
-    return out.float()
+    return run_denoiser(guider.denoiser(run), sampling=sampling, latent=latent, noise=noise, sigmas=sigmas,
+                        seed=seed, run=sampler.run, inpaint_noise=sampler.inpaint_noise, denoise_mask=denoise_mask,
+                        callback=observed_callback(callback, observer))

@@ -8,8 +8,10 @@ same space.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -119,34 +121,52 @@ def sample_latent(
         The sampled latent, float32, in model space, on the latent's device.
     """
     spec = get_sampler(sampler_name)
-    if noise.shape != latent.shape:
-        raise SamplingInputError(f"noise shape {tuple(noise.shape)} does not match latent {tuple(latent.shape)}")
-    if sigmas.ndim != 1:
-        raise SamplingInputError(f"sigmas must be 1-D, got shape {tuple(sigmas.shape)}")
+    latent, noise, sigmas = checked_inputs(latent, noise, sigmas)
     if len(sigmas) == 0:
-        return latent.float().clone()
-    device = latent.device
-    latent = latent.float()
-    noise = noise.to(device=device, dtype=torch.float32)
-    sigmas = sigmas.to(device=device, dtype=torch.float32)
-
+        return latent.clone()
     entries = prepare_conditioning(positive, negative, latent=noise, sampling=sampling, extra_conds=extra_conds)
     model: DenoiserFn = GuidedDenoiser(denoiser=Denoiser(apply_model=apply_model, sampling=sampling),
                                        entries=entries, cfg=cfg, max_batch=max_batch,
                                        observer=None if observer is None else observer.predictions)
+    return run_denoiser(model, sampling=sampling, latent=latent, noise=noise, sigmas=sigmas, seed=seed,
+                        run=functools.partial(run_sampler, spec.name), inpaint_noise=spec.inpaint_noise,
+                        denoise_mask=denoise_mask, callback=observed_callback(callback, observer))
+
+
+def checked_inputs(latent: Tensor, noise: Tensor, sigmas: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """latent, noise and sigmas of one sampling run, checked and as float32 on the latent's device."""
+    if noise.shape != latent.shape:
+        raise SamplingInputError(f"noise shape {tuple(noise.shape)} does not match latent {tuple(latent.shape)}")
+    if sigmas.ndim != 1:
+        raise SamplingInputError(f"sigmas must be 1-D, got shape {tuple(sigmas.shape)}")
+    device = latent.device
+    return (latent.float(), noise.to(device=device, dtype=torch.float32),
+            sigmas.to(device=device, dtype=torch.float32))
+
+
+class RunSampler(Protocol):
+    def __call__(self, model: DenoiserFn, x: Tensor, sigmas: Tensor, *, seed: int,
+                 callback: StepCallback | None) -> Tensor: ...
+
+
+def run_denoiser(model: DenoiserFn, *, sampling: DiscreteSampling, latent: Tensor, noise: Tensor, sigmas: Tensor,
+                 seed: int, run: RunSampler, inpaint_noise: str, denoise_mask: Tensor | None,
+                 callback: StepCallback | None) -> Tensor:
+    """What every sampling run does once its (guided) denoiser is built: keep the unmasked latent when inpainting,
+    scale the noise in, run the sampler, scale back. Inputs as checked_inputs returns them; sigmas not empty."""
     inpaint: InpaintDenoiser | None = None
     if denoise_mask is not None:
-        inpaint_noise = noise
-        if spec.inpaint_noise == "random":
+        kept_noise = noise
+        if inpaint_noise == "random":
             # ddim re-noises the kept region with a separate draw from seed + 1 (ComfyUI's "random" option).
-            inpaint_noise = initial_noise(noise.shape, (seed + 1) % (SEED_MAX + 1)).to(device)
-        inpaint = InpaintDenoiser(inner=model, mask=prepare_denoise_mask(denoise_mask, latent.shape).to(device),
-                                  latent=latent, noise=inpaint_noise)
+            kept_noise = initial_noise(noise.shape, (seed + 1) % (SEED_MAX + 1)).to(latent.device)
+        inpaint = InpaintDenoiser(inner=model, mask=prepare_denoise_mask(denoise_mask, latent.shape).to(latent.device),
+                                  latent=latent, noise=kept_noise)
         model = inpaint
 
     max_denoise = sampling.reaches_max(float(sigmas[0]))
     x = sampling.noise_scaling(sigmas[0], noise, latent, max_denoise=max_denoise)
-    out = run_sampler(spec.name, model, x, sigmas, seed=seed, callback=observed_callback(callback, observer))
+    out = run(model, x, sigmas, seed=seed, callback=callback)
     out = sampling.inverse_noise_scaling(sigmas[-1], out)
     if inpaint is not None:
         out = inpaint.restore_kept(out, sigmas[-1])
