@@ -27,7 +27,8 @@ from typing import Any, Literal
 
 from nodes.inputs import Input, types_compatible
 from nodes.png_metadata import read_png_metadata
-from nodes.registry import Registry
+from nodes.registry import NodeSpec, Registry
+from server.workflow_dynamic import has_dynamic_combo, name_values, stored_order
 
 MODE_MUTED = 2
 MODE_BYPASS = 4
@@ -466,6 +467,8 @@ def _widget_inputs(node: _Node, registry: Registry, problems: list[NodeProblem])
     values: dict[str, Any]
     if named is not None:
         values = {w.name: named[w.name] for w in widgets if w.name in named}
+    elif isinstance(node.widgets_values, list) and has_dynamic_combo(_compact_schema(spec)):
+        values = name_values(_compact_schema(spec), node.widgets_values)
     elif isinstance(node.widgets_values, list):
         linked = {s.key for s in node.inputs if s.link is not None}
         values = _align(node.widgets_values, widgets, linked)
@@ -481,6 +484,16 @@ def _widget_inputs(node: _Node, registry: Registry, problems: list[NodeProblem])
         if value is not _MISSING:
             out[widget.name] = _wrap(value)
     return out
+
+
+def _compact_schema(spec: NodeSpec) -> Mapping[str, Any] | None:
+    """The compact input schema a node with v3 dynamic inputs serves (None for a node declared flat)."""
+    if spec.raw_input_types is None:
+        return None
+    try:
+        return spec.raw_input_types()
+    except Exception:  # a custom node's INPUT_TYPES that fails here fails validation with its own message later
+        return None
 
 
 def _widget_layout(widgets: Sequence[Input], *, legacy_seeds: bool = False, uploads: bool = True,
@@ -652,7 +665,10 @@ def _ui_node(ui_id: int, entry: Mapping[str, Any], registry: Registry, consumed:
                                "link": None})
             else:
                 inputs.append({"name": decl.name, "type": decl.type_name, "link": None})
-        for slot in _widget_layout(list(widgets.values())):
+        schema = _compact_schema(spec)
+        layout = stored_order(schema, {k: _unwrap(v) for k, v in api_inputs.items() if not _is_api_link(v)}) \
+            if has_dynamic_combo(schema) else _widget_layout(list(widgets.values()))
+        for slot in layout:
             if slot in (_CONTROL, _UPLOAD):
                 widgets_values.append("fixed" if slot == _CONTROL else "image")
                 continue

@@ -86,11 +86,12 @@ def write_tiny_sd1_checkpoint(
 
 
 def write_tiny_family_checkpoint(path: str | Path, family: str, *, seed: int = 0) -> Path:
-    """A tiny random single file in the SD2.x ("sd2": OpenCLIP-H slot, linear projections, 64-wide heads) or SDXL
-    ("sdxl": CLIP-L + OpenCLIP-bigG slots, label_emb with SDXL's 2816 adm inputs) key layout, detected as that
+    """A tiny random single file in the SD2.x ("sd2": OpenCLIP-H slot, linear projections, 64-wide heads), SDXL
+    ("sdxl": CLIP-L + OpenCLIP-bigG slots, label_emb with SDXL's 2816 adm inputs) or SDXL refiner ("sdxl_refiner":
+    the OpenCLIP-bigG slot alone, 2560 adm inputs) key layout, detected as that
     family by `load_checkpoint` from its shapes alone. SD1: use write_tiny_sd1_checkpoint."""
     from diffusion.checkpoint import UNET_PREFIX, VAE_PREFIX
-    from diffusion.families import SD2, SDXL
+    from diffusion.families import SD2, SDXL, SDXL_REFINER
     from diffusion.safetensors_io import save_atomic
     from diffusion.text_encoders import checkpoint_state_dict
 
@@ -104,6 +105,10 @@ def write_tiny_family_checkpoint(path: str | Path, family: str, *, seed: int = 0
         encoders = [TextEncoderConfig("clip_l_hf", width=32, layers=2, heads=default_heads(32), intermediate=128),
                     TextEncoderConfig("open_clip", width=32, projection_dim=1280, **open_clip)]
         adm = 1280 + 6 * 256  # clip_g's pooled projection + six 256-wide size embeddings = SDXL's 2816
+    elif family == "sdxl_refiner":
+        slots = SDXL_REFINER.text_encoders
+        encoders = [TextEncoderConfig("open_clip", width=32, projection_dim=1280, **open_clip)]
+        adm = 1280 + 5 * 256  # clip_g's pooled projection + five size/aesthetic embeddings = the refiner's 2560
     else:
         raise ValueError(f"unknown family {family!r}")
     unet_cfg = UNetConfig(model_channels=64, channel_mult=(1, 2), num_res_blocks=1, transformer_depth=(1, 1),
