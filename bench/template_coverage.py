@@ -4,9 +4,10 @@ The templates come from the `comfyui-workflow-templates-json` package (PyPI, the
 ComfyUI app offers under "Templates". For each one the report reads every node type it uses (inside subgraph
 definitions too) and checks it against our registry; a template is *covered* when every node it uses is registered.
 
-With `--run`, the templates that load SD1.x/SDXL checkpoints (`CheckpointLoaderSimple`) and the model-free ones also
-run end to end through `chisel run`, unchanged, on tiny random checkpoints of the right key layout written under
-the file names the template asks for (the weights are random, so the images are noise: this shows the graph, the
+With `--run`, the covered templates whose models we can stand in for (SD1.x/SDXL checkpoints, Flux.1 dev/schnell
+and SD3.5 files, CLIP-L/T5-XXL text encoders, the Flux VAE) and the model-free ones also run end to end through
+`chisel run`, unchanged, on tiny random files of the right key layout written under the file names the template
+asks for (the weights are random, so the images are noise: this shows the graph, the
 conversion and every node work, not image quality). Nothing is downloaded.
 
 Prints two markdown tables: coverage by template category, and the runs.
@@ -27,10 +28,14 @@ from typing import Any
 
 # Node types that are editor-only (never sent to the server).
 FRONTEND_ONLY = frozenset({"Note", "MarkdownNote", "Reroute", "PrimitiveNode"})
-# The checkpoint layouts a template's file name asks for (by name; ComfyUI's templates use the official names).
+# The SD checkpoint layouts a template's file name asks for (ComfyUI's templates use the official names).
 SD_CHECKPOINTS = {"sd_xl_base_1.0.safetensors": "sdxl", "sd_xl_refiner_1.0.safetensors": "sdxl_refiner",
                   "sd_xl_turbo_1.0_fp16.safetensors": "sdxl", "v1-5-pruned-emaonly.safetensors": "sd1",
                   "v1-5-pruned-emaonly-fp16.safetensors": "sd1", "v2-1_768-ema-pruned.safetensors": "sd2"}
+# Loader node -> (models folder, the widget positions that name files).
+LOADERS = {"CheckpointLoaderSimple": ("checkpoints", (0,)), "UNETLoader": ("diffusion_models", (0,)),
+           "CLIPLoader": ("text_encoders", (0,)), "DualCLIPLoader": ("text_encoders", (0, 1)),
+           "TripleCLIPLoader": ("text_encoders", (0, 1, 2)), "VAELoader": ("vae", (0,))}
 
 
 def templates_dir() -> Path:
@@ -58,9 +63,41 @@ def node_types(workflow: Mapping[str, Any]) -> set[str]:
         - FRONTEND_ONLY
 
 
-def checkpoint_names(workflow: Mapping[str, Any]) -> list[str]:
-    return [str((n.get("widgets_values") or [""])[0]) for g in _graphs(workflow) for n in g.get("nodes", []) or []
-            if n.get("type") == "CheckpointLoaderSimple"]
+def model_files(workflow: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(models folder, file name) of every file the workflow's loader nodes name."""
+    found = []
+    for node in (n for g in _graphs(workflow) for n in g.get("nodes", []) or []):
+        folder, positions = LOADERS.get(str(node.get("type")), ("", ()))
+        values = node.get("widgets_values") or []
+        found += [(folder, str(values[i])) for i in positions if i < len(values) and isinstance(values[i], str)]
+    return sorted(set(found))
+
+
+def tiny_kind(folder: str, name: str) -> str | None:
+    """Which tiny random file stands in for `name` in `folder` (None: a model we cannot run)."""
+    lower = name.lower()
+    if folder == "checkpoints":
+        if name in SD_CHECKPOINTS:
+            return SD_CHECKPOINTS[name]
+        if lower.startswith("flux1-schnell"):
+            return "flux_schnell_checkpoint"
+        if lower.startswith("flux1-dev"):
+            return "flux_dev_checkpoint"
+        if lower.startswith("sd3.5") or lower.startswith("sd3_"):
+            return "sd3_checkpoint"
+    elif folder == "diffusion_models":
+        if lower.startswith("flux1-schnell"):
+            return "flux_schnell"
+        if lower.startswith(("flux1-dev", "flux1-krea-dev")) and "fill" not in lower and "kontext" not in lower:
+            return "flux_dev"
+    elif folder == "text_encoders":
+        if lower.startswith("clip_l"):
+            return "clip_l"
+        if lower.startswith("t5xxl"):
+            return "t5xxl"
+    elif folder == "vae" and lower == "ae.safetensors":
+        return "flux_ae"
+    return None
 
 
 def categories(directory: Path | None = None) -> dict[str, str]:
@@ -79,7 +116,7 @@ class Template:
     path: Path
     types: frozenset[str]
     missing: frozenset[str]
-    checkpoints: tuple[str, ...]
+    files: tuple[tuple[str, str], ...]
     category: str
 
     @property
@@ -88,13 +125,11 @@ class Template:
 
     @property
     def runnable_here(self) -> bool:
-        """Runs on this machine without a download: every checkpoint is an SD layout we can write, and nothing else
-        loads a model file or calls a paid API."""
-        if any(name not in SD_CHECKPOINTS for name in self.checkpoints):
+        """Runs on this machine without a download: covered, every model file one we can stand in for with a tiny
+        random file of its layout, and no other loader (LoRA, ControlNet, ...) asking for a file."""
+        if any(tiny_kind(folder, name) is None for folder, name in self.files):
             return False
-        others = {t for t in self.types if "Loader" in t and t != "CheckpointLoaderSimple"}
-        return self.covered and not others and not any(t.endswith("Node") and t[0].isupper() and "Api" in t
-                                                       for t in self.types)
+        return self.covered and not {t for t in self.types if "Loader" in t and t not in LOADERS}
 
 
 def survey(registered: Iterable[str], directory: Path | None = None) -> list[Template]:
@@ -110,24 +145,44 @@ def survey(registered: Iterable[str], directory: Path | None = None) -> list[Tem
             continue
         types = node_types(workflow)
         found.append(Template(path.stem, path, frozenset(types), frozenset(t for t in types if t not in names),
-                              tuple(checkpoint_names(workflow)), where.get(path.stem, "(not in the index)")))
+                              tuple(model_files(workflow)), where.get(path.stem, "(not in the index)")))
     return found
 
 
-def write_checkpoints(template: Template, models: Path) -> None:
-    """The tiny random files the template's CheckpointLoaderSimple nodes ask for, in the right layouts."""
-    from tests.diffusion.tiny_checkpoint import write_tiny_family_checkpoint, write_tiny_sd1_checkpoint
+def write_models(template: Template, models: Path) -> None:
+    """The tiny random files the template's loaders ask for, each in the layout its name stands for."""
+    import dataclasses
+    import shutil
 
-    folder = models / "checkpoints"
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in template.checkpoints:
-        if (folder / name).exists():
+    from tests.diffusion.tiny_checkpoint import write_tiny_family_checkpoint, write_tiny_sd1_checkpoint
+    from tests.diffusion.tiny_flow_models import (write_tiny_flux_checkpoint, write_tiny_flux_parts,
+                                                  write_tiny_sd3_parts)
+
+    scratch = models / ".tiny"
+    parts = write_tiny_flux_parts(scratch) if any(tiny_kind(*f) not in SD_CHECKPOINTS.values()
+                                                  for f in template.files) else None
+    for folder, name in template.files:
+        target = models / folder / name
+        if target.exists():
             continue
-        family = SD_CHECKPOINTS[name]
-        if family == "sd1":
-            write_tiny_sd1_checkpoint(folder / name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        kind = tiny_kind(folder, name)
+        if kind == "sd1":
+            write_tiny_sd1_checkpoint(target)
+        elif kind in SD_CHECKPOINTS.values():
+            write_tiny_family_checkpoint(target, str(kind))
+        elif kind == "flux_dev_checkpoint":
+            write_tiny_flux_checkpoint(target, parts)
+        elif kind == "flux_schnell_checkpoint":
+            write_tiny_flux_checkpoint(target, dataclasses.replace(parts, flux_path=parts.schnell_path))
+        elif kind == "sd3_checkpoint":
+            (scratch / "sd3").mkdir(parents=True, exist_ok=True)
+            shutil.copy(write_tiny_sd3_parts(scratch / "sd3", parts, pos_embed_max_size=96).checkpoint_path, target)
         else:
-            write_tiny_family_checkpoint(folder / name, family)
+            source = {"flux_dev": parts.flux_path, "flux_schnell": parts.schnell_path, "clip_l": parts.clip_l_path,
+                      "t5xxl": parts.t5_path, "flux_ae": parts.vae_path}[str(kind)]
+            shutil.copy(source, target)
+    shutil.rmtree(scratch, ignore_errors=True)
 
 
 def write_inputs(workflow: Mapping[str, Any], inputs: Path) -> None:
@@ -159,15 +214,16 @@ class RunResult:
 
 
 def run_template(template: Template, base_dir: Path, workflow: Path | None = None) -> RunResult:
-    """`chisel run <template>` (or `workflow`, an edited copy of it) in a fresh base folder; counts the images it
+    """`chisel run <template>` (or `workflow`, an edited copy of it or of its API prompt) in a fresh base folder,
+    with the input images the template names; counts the images it
     writes (output and temp)."""
     import contextlib
     import io
 
     from server.cli import main as chisel
 
-    write_checkpoints(template, base_dir / "models")
-    write_inputs(json.loads((workflow or template.path).read_text()), base_dir / "input")
+    write_models(template, base_dir / "models")
+    write_inputs(json.loads(template.path.read_text()), base_dir / "input")
     err = io.StringIO()
     start = time.perf_counter()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):

@@ -50,6 +50,7 @@ from diffusion.text_encoders import (
     detect_text_encoder,
     text_encoder_state_dict,
 )
+from diffusion.unclip import CLIP_VISION_PREFIX, SD2_UNCLIP, UNCLIP_EMBED_WIDTH
 from diffusion.unet import UNetConfig, UNetModel
 from diffusion.vae import AutoencoderKL, VAEConfig
 
@@ -85,8 +86,9 @@ DDPM_BUFFERS = frozenset({
 """The training schedule LatentDiffusion saved at the top level; the schedule is recomputed from the family."""
 IGNORED_KEYS = DDPM_BUFFERS | {"denoiser.sigmas", "v_pred", "logit_scale"}
 """Top-level keys no module owns, skipped on purpose (`v_pred` is read as a marker before)."""
-IGNORED_PREFIXES = ("model_ema.",)
-"""EMA bookkeeping (decay, num_updates) and, in non-pruned files, a second copy of the UNet weights."""
+IGNORED_PREFIXES = ("model_ema.", "noise_augmentor.", CLIP_VISION_PREFIX)
+"""EMA bookkeeping (decay, num_updates) and, in non-pruned files, a second copy of the UNet weights; an unCLIP
+checkpoint's noise-augmentor schedule (recomputed, as ComfyUI does) and image tower (unCLIPCheckpointLoader's)."""
 SD2_V_PROBE = "output_blocks.11.1.transformer_blocks.0.norm1.bias"
 SD2_V_STD_THRESHOLD = 0.09
 
@@ -291,7 +293,9 @@ def detect_vae_config(shapes: Shapes, *, path: str | os.PathLike[str], prefix: s
             ch_mult=tuple(w // ch for w in widths),
             num_res_blocks=num_res_blocks,
             z_channels=_require(shapes, p + "decoder.conv_in.weight", path, "VAE decoder")[1],
-            embed_dim=_require(shapes, p + "post_quant_conv.weight", path, "VAE post_quant_conv")[1],
+            embed_dim=(shapes[p + "post_quant_conv.weight"][1] if p + "post_quant_conv.weight" in shapes
+                       else _require(shapes, p + "decoder.conv_in.weight", path, "VAE decoder")[1]),
+            use_quant_conv=p + "post_quant_conv.weight" in shapes,  # the 16-channel Flux / SD3 VAE has none
         )
     except ValueError as exc:
         raise UnknownCheckpoint(path, f"VAE configuration read from the shapes is invalid: {exc}") from None
@@ -304,6 +308,8 @@ def _family_of(unet: UNetConfig, path: Path) -> ModelFamily:
         return SDXL
     if unet.adm_in_channels == 2560 and unet.use_linear_in_transformer:
         return SDXL_REFINER
+    if unet.adm_in_channels in UNCLIP_EMBED_WIDTH and unet.use_linear_in_transformer:
+        return SD2_UNCLIP  # SD 2.1 unCLIP (l: 1536, h: 2048): the image-embedding adm (diffusion/unclip.py)
     raise UnknownCheckpoint(
         path, f"UNet with adm_in_channels={unet.adm_in_channels} (unCLIP or another variant) is not supported"
     )
@@ -394,9 +400,9 @@ def detect_checkpoint(path: str | os.PathLike[str]) -> CheckpointLayout:
 def _describe_unknown(shapes: Shapes) -> str:
     keys = list(shapes)
     if any(k.startswith(("double_blocks.", "model.diffusion_model.double_blocks.")) for k in keys):
-        return "a Flux-style transformer (double_blocks), not a UNet checkpoint"
+        return "a Flux diffusion model without a checkpoint's parts: load it with UNETLoader (Load Diffusion Model)"
     if any(".joint_blocks." in k or k.startswith("joint_blocks.") for k in keys):
-        return "an SD3-style MMDiT (joint_blocks), not a UNet checkpoint"
+        return "an SD3 MMDiT without a checkpoint's prefix: load it with UNETLoader (Load Diffusion Model)"
     if any(k.startswith(("down_blocks.", "conv_in.weight", "time_embedding.")) for k in keys):
         return "a diffusers-layout UNet (down_blocks/time_embedding); single-file checkpoints are expected"
     if any(k.startswith("lora_") or ".lora_" in k for k in keys):

@@ -19,10 +19,10 @@ import torch
 from diffusion.text_encoders import HiddenNorm, LayerChoice
 from diffusion.unet import timestep_embedding
 
-FamilyName = Literal["sd1", "sd2", "sdxl", "sdxl_refiner"]
-Prediction = Literal["eps", "v"]
-TextEncoderName = Literal["clip_l", "clip_h", "clip_g"]
-AdmKind = Literal["none", "sdxl", "sdxl_refiner"]
+FamilyName = Literal["sd1", "sd2", "sdxl", "sdxl_refiner", "flux", "sd3"]
+Prediction = Literal["eps", "v", "flow"]
+TextEncoderName = Literal["clip_l", "clip_h", "clip_g", "t5xxl"]
+AdmKind = Literal["none", "sdxl", "sdxl_refiner", "flux", "sd3"]
 
 SDXL_SIZE_EMBED_DIM = 256
 """Width of the sinusoidal embedding of each SDXL size/crop/score number (sgm `ConcatTimestepEmbedderND`)."""
@@ -64,6 +64,9 @@ class ModelFamily:
     """β at t=T−1."""
     num_timesteps: int = 1000
     """Discrete training timesteps T."""
+    latent_shift_factor: float = 0.0
+    """Subtracted from raw VAE latents before the scale factor (Flux 0.1159, SD3 0.0609; 0 for the UNet families):
+    model latent = (raw − shift) · scale."""
 
     def with_prediction(self, prediction: Prediction) -> ModelFamily:
         """The same family with another prediction type (e.g. an SD2 v-model)."""
@@ -102,6 +105,37 @@ SDXL_REFINER = ModelFamily(
     prediction="eps",
     text_encoders=(TextEncoderSlot("clip_g", "conditioner.embedders.0.model.", -2, "raw"),),
     adm="sdxl_refiner",
+)
+
+# The flow-matching transformers (diffusion/flux.py, diffusion/mmdit.py): velocity prediction on the rectified-flow
+# path, 16-channel latents (ComfyUI's latent_formats.Flux / SD3). Their text encoders usually come from separate
+# files (CLIPLoader / DualCLIPLoader / TripleCLIPLoader); the prefixes are those of all-in-one checkpoints.
+FLUX = ModelFamily(
+    name="flux",
+    latent_scale_factor=0.3611,
+    latent_shift_factor=0.1159,
+    prediction="flow",
+    # Flux takes CLIP-L's pooled output (the "y" vector) and T5-XXL's last hidden states (the context).
+    text_encoders=(
+        TextEncoderSlot("clip_l", "text_encoders.clip_l.transformer.", "last", "final_ln"),
+        TextEncoderSlot("t5xxl", "text_encoders.t5xxl.transformer.", "last", "final_ln"),
+    ),
+    adm="flux",
+    latent_channels=16,
+)
+SD3 = ModelFamily(
+    name="sd3",
+    latent_scale_factor=1.5305,
+    latent_shift_factor=0.0609,
+    prediction="flow",
+    # CLIP-L and CLIP-G penultimate (no final norm), side by side and zero-padded to 4096, then T5-XXL's tokens.
+    text_encoders=(
+        TextEncoderSlot("clip_l", "text_encoders.clip_l.transformer.", -2, "raw"),
+        TextEncoderSlot("clip_g", "text_encoders.clip_g.transformer.", -2, "raw"),
+        TextEncoderSlot("t5xxl", "text_encoders.t5xxl.transformer.", "last", "final_ln"),
+    ),
+    adm="sd3",
+    latent_channels=16,
 )
 
 FAMILIES: Mapping[FamilyName, ModelFamily] = MappingProxyType({f.name: f for f in (SD1, SD2, SDXL, SDXL_REFINER)})

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from diffusion.model_options import NO_OPTIONS, ModelOptions, cfg_combine, pre_cfg
 from diffusion.model_sampling import DiscreteSampling
 from diffusion.samplers.cfg_pp import publish_uncond, uncond_wanted
 from diffusion.values import Area, CondEntry, Conditioning
@@ -77,6 +78,10 @@ class PreparedCond:
         mask_strength / strength: multipliers of the mask and of the whole entry.
         sigma_start / sigma_end: the entry is evaluated while sigma_end <= sigma <= sigma_start.
         model_inputs: keyword inputs of the model: {"context": [1, T, D], ...extra_conds}.
+        control: None, or the entry's control prepared for this run (controlnet.PreparedControl: called with
+            each model call's x, sigma, inputs and chunk count, it gives the UNet's residuals); entries sharing
+            one applied control share one prepared control, and only those batch together.
+        control_apply_to_uncond: the control is also given to negative entries that have none.
     """
 
     slot: Slot
@@ -87,6 +92,8 @@ class PreparedCond:
     sigma_start: float
     sigma_end: float
     model_inputs: Mapping[str, Any]
+    control: Any = None
+    control_apply_to_uncond: bool = False
 
 
 def _resolve_area(area: Area | None, height: int, width: int) -> LatentArea | None:
@@ -123,19 +130,44 @@ def _mask_bounds(mask: Tensor) -> LatentArea:
 
 
 def _prepare_entry(entry: CondEntry, slot: Slot, *, latent: Tensor, sampling: DiscreteSampling,
-                   extra_conds: ExtraConds) -> PreparedCond:
+                   extra_conds: ExtraConds, controls: dict[int, Any] | None = None) -> PreparedCond:
     height, width = latent.shape[-2:]
     area = _resolve_area(entry.area, height, width)
     mask = None if entry.mask is None else _resize_mask(entry.mask.to(latent.device), height, width)
     if mask is not None and entry.set_area_to_bounds:
         area = _mask_bounds(mask)
-    inputs = {CROSS_ATTN_KEY: entry.cross_attn, **extra_conds(entry, latent)}
+    # ComfyUI tells a negative entry's model inputs its prompt_type (the SDXL refiner's default aesthetic score).
+    seen = entry if slot == "cond" else entry.replace(extra={"prompt_type": "negative", **entry.extra})
+    inputs = {CROSS_ATTN_KEY: entry.cross_attn, **extra_conds(seen, latent)}
     inputs = {k: v.to(latent.device) if isinstance(v, Tensor) else v for k, v in inputs.items()}
+    control = getattr(entry, "control", None)
+    if control is not None:
+        # One prepared control per applied control (ComfyUI's pre_run on the shared object), so the positive and
+        # negative entries of one ControlNetApplyAdvanced batch into one model call.
+        controls = {} if controls is None else controls
+        if id(control) not in controls:
+            controls[id(control)] = control.prepared(sampling)
+        control = controls[id(control)]
     return PreparedCond(
         slot=slot, area=area, mask=mask, mask_strength=float(entry.mask_strength), strength=float(entry.strength),
         sigma_start=sampling.percent_to_sigma(entry.start_percent),
-        sigma_end=sampling.percent_to_sigma(entry.end_percent), model_inputs=inputs,
+        sigma_end=sampling.percent_to_sigma(entry.end_percent), model_inputs=inputs, control=control,
+        control_apply_to_uncond=bool(getattr(entry, "control_apply_to_uncond", False)),
     )
+
+
+def _share_control_with_uncond(pos: list[PreparedCond], neg: list[PreparedCond]) -> None:
+    """Give the controls of positive entries marked control_apply_to_uncond (whole-image ones) to the negative
+    whole-image entries, unless a negative one has its own (ComfyUI's apply_empty_x_to_equal_area for "control")."""
+    shared = [e.control for e in pos if e.area is None and e.control_apply_to_uncond and e.control is not None]
+    if not shared or any(e.area is None and e.control is not None for e in neg):
+        return
+    others = [i for i, e in enumerate(neg) if e.area is None]
+    if not others:
+        return
+    for n, control in enumerate(shared):
+        index = others[n % len(others)]
+        neg[index] = replace(neg[index], control=control)
 
 
 def _add_same_area_counterparts(target: list[PreparedCond], entry: PreparedCond) -> None:
@@ -173,14 +205,17 @@ def prepare_conditioning(
     """
     if len(positive) == 0:
         raise GuidanceError("positive conditioning has no entries")
-    pos = [_prepare_entry(e, "cond", latent=latent, sampling=sampling, extra_conds=extra_conds)
+    controls: dict[int, Any] = {}
+    pos = [_prepare_entry(e, "cond", latent=latent, sampling=sampling, extra_conds=extra_conds, controls=controls)
            for e in positive.entries]
-    neg = [_prepare_entry(e, "uncond", latent=latent, sampling=sampling, extra_conds=extra_conds)
+    neg = [_prepare_entry(e, "uncond", latent=latent, sampling=sampling, extra_conds=extra_conds,
+                          controls=controls)
            for e in negative.entries]
     for entry in list(pos):
         _add_same_area_counterparts(neg, entry)
     for entry in list(neg):
         _add_same_area_counterparts(pos, entry)
+    _share_control_with_uncond(pos, neg)
     return tuple(pos + neg)
 
 
@@ -193,6 +228,7 @@ class _Chunk:
     weight: Tensor  # (B, C, h, w) mult = mask·mask_strength·strength, feathered
     area: LatentArea | None
     inputs: Mapping[str, Any]
+    control: Any = None  # the entry's PreparedControl, or None
 
 
 def _to_batch(value: Any, batch: int) -> Any:
@@ -241,7 +277,10 @@ def _chunk(entry: PreparedCond, x: Tensor) -> _Chunk:
         if area is not None:
             weight = _feather(weight, area, full_h, full_w)
     inputs = {k: _to_batch(v, batch) for k, v in entry.model_inputs.items()}
-    return _Chunk(slot=entry.slot, x=crop, weight=weight, area=area, inputs=inputs)
+    if area is not None and isinstance(inputs.get("c_concat"), Tensor):
+        # An inpainting / InstructPix2Pix UNet's extra channels are cut like x (ComfyUI's CONDNoiseShape).
+        inputs["c_concat"] = inputs["c_concat"][:, :, area.y:area.y + area.height, area.x:area.x + area.width]
+    return _Chunk(slot=entry.slot, x=crop, weight=weight, area=area, inputs=inputs, control=entry.control)
 
 
 def _tokens_compatible(a: Tensor, b: Tensor) -> bool:
@@ -254,7 +293,7 @@ def _tokens_compatible(a: Tensor, b: Tensor) -> bool:
 
 def _compatible(a: _Chunk, b: _Chunk) -> bool:
     """Whether two chunks can share one model call: same crop shape, same inputs of concatenable shapes."""
-    if a.x.shape != b.x.shape or a.inputs.keys() != b.inputs.keys():
+    if a.x.shape != b.x.shape or a.inputs.keys() != b.inputs.keys() or a.control is not b.control:
         return False
     for key, va in a.inputs.items():
         vb = b.inputs[key]
@@ -296,6 +335,8 @@ class GuidedDenoiser:
             a CFG++ sampler asks for the unconditional prediction (then D = uncond + (cond − uncond)·1, as ComfyUI).
         max_batch: most entries evaluated in one model call (None: all compatible entries at once).
         observer: called with each evaluation's per-slot predictions (None: nobody watches).
+        options: the MODEL's function patches (model_options.py): transformer patches and the model function
+            wrapper reach every model call; pre-CFG, cfg and post-CFG functions replace the plain combination.
     """
 
     denoiser: ApplyDenoiser
@@ -303,6 +344,7 @@ class GuidedDenoiser:
     cfg: float
     max_batch: int | None = None
     observer: PredictionObserver | None = None
+    options: ModelOptions = NO_OPTIONS
 
     def __post_init__(self) -> None:
         if self.max_batch is not None and self.max_batch < 1:
@@ -313,40 +355,107 @@ class GuidedDenoiser:
     @property
     def skips_uncond(self) -> bool:
         """Whether the negative is left out: at cfg 1 it cancels, unless a CFG++ sampler is listening for it."""
-        return math.isclose(self.cfg, 1.0) and not uncond_wanted()
+        return (math.isclose(self.cfg, 1.0) and not uncond_wanted()
+                and not self.options.disable_cfg1_optimization)
 
     def predictions(self, x: Tensor, sigma: Tensor) -> dict[Slot, Tensor]:
         """The weighted-average x0 prediction of each slot (ComfyUI calc_cond_batch)."""
         slots: tuple[Slot, ...] = ("cond",) if self.skips_uncond else ("cond", "uncond")
+        groups = [(slots.index(e.slot), e) for e in self.entries if e.slot in slots]
+        preds = dict(zip(slots, self.evaluate(groups, len(slots), x, sigma, self.options)))
+        if self.observer is not None:
+            self.observer(x, sigma, preds)
+        return preds
+
+    def evaluate(self, entries: Sequence[tuple[int, PreparedCond]], groups: int, x: Tensor, sigma: Tensor,
+                 options: ModelOptions) -> list[Tensor]:
+        """The weighted-average x0 prediction of each group of entries ((group index, entry) pairs; a group
+        without active entries predicts 0), batching compatible entries across groups. The group index is the
+        ``cond_or_uncond`` value patches see (0 the positive, 1 the negative in a guided call)."""
         sigma_now = float(sigma.reshape(-1)[0])
-        pending = [_chunk(e, x) for e in self.entries
-                   if e.slot in slots and e.sigma_end <= sigma_now <= e.sigma_start]
-        out = {s: torch.zeros_like(x) for s in slots}
-        count = {s: torch.full_like(x, _COUNT_EPS) for s in slots}
+        pending = [(g, _chunk(e, x)) for g, e in entries if e.sigma_end <= sigma_now <= e.sigma_start]
+        out = [torch.zeros_like(x) for _ in range(groups)]
+        count = [torch.full_like(x, _COUNT_EPS) for _ in range(groups)]
+        base_options = options.transformer_options()
+        wrapper = options.model_function_wrapper
+        sigma_b = sigma.reshape(-1).expand(x.shape[0])  # (B,)
         while pending:
-            first = pending[0]
-            batch = [c for c in pending if _compatible(c, first)][: self.max_batch]
-            pending = [c for c in pending if not any(c is b for b in batch)]
+            first = pending[0][1]
+            batch = [(g, c) for g, c in pending if _compatible(c, first)][: self.max_batch]
+            pending = [(g, c) for g, c in pending if not any(c is b for _, b in batch)]
             n = len(batch)
-            x_in = torch.cat([c.x for c in batch])  # (n·B, C, h, w)
-            sigma_in = torch.cat([sigma.reshape(-1).expand(x.shape[0])] * n)  # (n·B,)
-            outputs = self.denoiser(x_in, sigma_in, **_concat_inputs(batch)).chunk(n)
-            for chunk, pred in zip(batch, outputs):
-                target_out, target_count = out[chunk.slot], count[chunk.slot]
+            x_in = torch.cat([c.x for _, c in batch])  # (n·B, C, h, w)
+            sigma_in = torch.cat([sigma_b] * n)  # (n·B,)
+            inputs = _concat_inputs([c for _, c in batch])
+            if first.control is not None:
+                control = first.control(x_in, sigma_in, inputs, n)  # ComfyUI get_control, per model call
+                if control is not None:
+                    inputs["control"] = control
+            cond_or_uncond = [g for g, _ in batch]
+            if base_options is not None:
+                inputs["transformer_options"] = {**base_options, "cond_or_uncond": cond_or_uncond,
+                                                 "sigmas": sigma_b}
+            if wrapper is not None:
+                output = wrapper(self.denoiser, {"input": x_in, "timestep": sigma_in, "c": inputs,
+                                                 "cond_or_uncond": cond_or_uncond})
+            else:
+                output = self.denoiser(x_in, sigma_in, **inputs)
+            outputs = output.chunk(n)
+            for (group, chunk), pred in zip(batch, outputs):
+                target_out, target_count = out[group], count[group]
                 if chunk.area is not None:
                     a = chunk.area
                     target_out = target_out[:, :, a.y:a.y + a.height, a.x:a.x + a.width]
                     target_count = target_count[:, :, a.y:a.y + a.height, a.x:a.x + a.width]
                 target_out += pred * chunk.weight  # in place on this call's own accumulators (views)
                 target_count += chunk.weight
-        preds = {s: out[s] / count[s] for s in slots}
-        if self.observer is not None:
-            self.observer(x, sigma, preds)
-        return preds
+        return [o / c for o, c in zip(out, count)]
 
     def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
+        if self.options.touches_guidance:
+            return self._call_with_options(x, sigma)
         preds = self.predictions(x, sigma)
         if "uncond" not in preds:
             return preds["cond"]
         publish_uncond(preds["uncond"])  # for a CFG++ sampler (samplers/cfg_pp.py); a no-op otherwise
         return preds["uncond"] + (preds["cond"] - preds["uncond"]) * self.cfg
+
+    def slot_entries(self, slot: Slot) -> tuple[PreparedCond, ...]:
+        return tuple(e for e in self.entries if e.slot == slot)
+
+    def _call_with_options(self, x: Tensor, sigma: Tensor) -> Tensor:
+        """ComfyUI's sampling_function: predictions, pre-CFG functions, the cfg function (or CFG), post-CFG
+        functions; a skipped negative (cfg 1) predicts zeros and its conditioning is None."""
+        preds = self.predictions(x, sigma)
+        sigma_b = sigma.reshape(-1).expand(x.shape[0])  # (B,): what ComfyUI's functions index per sample
+        model = GuidanceModel(self)
+        uncond_entries = None if "uncond" not in preds else self.slot_entries("uncond")
+        conds = [self.slot_entries("cond"), uncond_entries]
+        out = [preds["cond"], preds["uncond"] if "uncond" in preds else torch.zeros_like(x)]
+        out = pre_cfg(self.options, model=model, conds=conds, conds_out=out, cond_scale=self.cfg, x=x,
+                      sigma=sigma_b)
+        result = cfg_combine(self.options, model=model, cond_pred=out[0], uncond_pred=out[1], cond_scale=self.cfg,
+                             x=x, sigma=sigma_b, cond=conds[0], uncond=conds[1])
+        publish_uncond(out[1])
+        return result
+
+
+@dataclass(frozen=True, eq=False)
+class GuidanceModel:
+    """What guidance functions get as ``args["model"]``: the guided denoiser's model, to evaluate more
+    conditioning groups (ComfyUI's ``comfy.samplers.calc_cond_batch(model, conds, x, sigma, model_options)``)."""
+
+    guided: GuidedDenoiser
+
+    @property
+    def model_sampling(self) -> Any:
+        """The noise table (DiscreteSampling) of the denoiser, when it has one."""
+        return getattr(self.guided.denoiser, "sampling", None)
+
+    def calc_cond_batch(self, conds: Sequence[Sequence[PreparedCond] | None], x: Tensor, sigma: Tensor,
+                        model_options: ModelOptions | Mapping[str, Any] | None = None) -> list[Tensor]:
+        """The x0 prediction of each group of prepared entries (a None group predicts zeros), evaluated with
+        ``model_options`` (default: the model's own; a ComfyUI dict is accepted)."""
+        options = self.guided.options if model_options is None else ModelOptions.from_comfy(model_options)
+        entries = [(g, e) for g, group in enumerate(conds) if group is not None for e in group]
+        return self.guided.evaluate(entries, len(conds), x, sigma, options)

@@ -27,6 +27,7 @@ from torch import Tensor
 
 from diffusion.guidance import ExtraConds, GuidedDenoiser, PreparedCond, prepare_conditioning
 from diffusion.handles import Model
+from diffusion.model_options import NO_OPTIONS, ModelOptions, with_sample_sigmas
 from diffusion.model_sampling import Denoiser, DiscreteSampling
 from diffusion.sampling_pipeline import checked_inputs, run_denoiser
 from diffusion.samplers import DenoiserFn, StepCallback
@@ -123,6 +124,7 @@ class GuidanceRun:
     extra_conds: ExtraConds
     max_batch: int | None
     observer: SamplingObserver | None = None  # sees the guider's main cond/uncond predictions (CFGGuider's)
+    options: ModelOptions = NO_OPTIONS  # the MODEL's function patches (its transformer patches reach every call)
 
     def prepare(self, positive: Conditioning, negative: Conditioning = _NO_CONDITIONING) -> tuple[PreparedCond, ...]:
         return prepare_conditioning(positive, negative, latent=self.noise, sampling=self.sampling,
@@ -130,7 +132,8 @@ class GuidanceRun:
 
     def group(self, entries: Sequence[PreparedCond]) -> GroupPredictor:
         """The x0 prediction of one group of entries (all in the "cond" slot)."""
-        guided = GuidedDenoiser(denoiser=self.base, entries=tuple(entries), cfg=1.0, max_batch=self.max_batch)
+        guided = GuidedDenoiser(denoiser=self.base, entries=tuple(entries), cfg=1.0, max_batch=self.max_batch,
+                                options=self.options.network_only())
         return lambda x, sigma: guided.predictions(x, sigma)["cond"]
 
     def predictor_for(self, conditioning: Conditioning) -> GroupPredictor:
@@ -228,7 +231,8 @@ class CFGGuider(BaseGuider):
     def denoiser(self, run: GuidanceRun) -> DenoiserFn:
         guided = GuidedDenoiser(denoiser=run.base, entries=run.prepare(self.positive, self.negative), cfg=self.cfg,
                                 max_batch=run.max_batch,
-                                observer=None if run.observer is None else run.observer.predictions)
+                                observer=None if run.observer is None else run.observer.predictions,
+                                options=run.options)
         combine = run.combiner(self.model)
         return guided if combine is None else _CfgFunctionDenoiser(guided=guided, combine=combine)
 
@@ -365,8 +369,11 @@ def sample_guided(
     if len(sigmas) == 0:
         return latent.clone()
     sampling = guider.model.sampling
+    options = with_sample_sigmas(guider.model.options, sigmas)
     run = GuidanceRun(base=Denoiser(apply_model=guider.model.unet, sampling=sampling), noise=noise,
-                      sampling=sampling, extra_conds=extra_conds, max_batch=max_batch, observer=observer)
+                      sampling=sampling, extra_conds=extra_conds, max_batch=max_batch, observer=observer,
+                      options=options)
     return run_denoiser(guider.denoiser(run), sampling=sampling, latent=latent, noise=noise, sigmas=sigmas,
                         seed=seed, run=sampler.run, inpaint_noise=sampler.inpaint_noise, denoise_mask=denoise_mask,
-                        callback=observed_callback(callback, observer))
+                        callback=observed_callback(callback, observer),
+                        mask_function=options.denoise_mask_function)

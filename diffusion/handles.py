@@ -15,6 +15,8 @@ from typing import Any
 from torch import nn
 
 from diffusion.families import ModelFamily, TextEncoderSlot
+from diffusion.model_options import NO_OPTIONS, ModelOptions
+from diffusion.flow_sampling import FlowModelSampling
 from diffusion.model_sampling import DiscreteSampling
 from diffusion.previews import LatentToRGB
 from diffusion.tokenizer import ClipTokenizer
@@ -32,18 +34,24 @@ class Model:
     latent_rgb  the linear latent -> RGB map for cheap previews (None: no previews)
     name        where it came from (a file name), for messages
     owner       the loaded file object the weights belong to (keeps the manager's shared copy alive)
+    options     function patches (FreeU, PAG, RescaleCFG, ...: ComfyUI's model_options; model_options.py)
     """
 
     unet: nn.Module
     family: ModelFamily
-    sampling: DiscreteSampling
+    sampling: DiscreteSampling | FlowModelSampling
     patches: tuple[Any, ...] = ()
     latent_rgb: LatentToRGB | None = None
     name: str = ""
     owner: Any = None  # the loaded file the weights came from: keeps the manager's shared copy alive
+    options: ModelOptions = NO_OPTIONS
 
     def with_patches(self, *patches: Any) -> Model:
         return dataclasses.replace(self, patches=self.patches + tuple(patches))
+
+    def with_options(self, options: ModelOptions) -> Model:
+        """The same weights with these function patches (e.g. ``model.options.with_patch(...)``)."""
+        return dataclasses.replace(self, options=options)
 
 
 @dataclass(frozen=True, eq=False)
@@ -69,6 +77,12 @@ class Clip:
     patches: tuple[Any, ...] = ()
     name: str = ""
     owner: Any = None
+    t5_tokenizer: Any = None
+    """diffusion.t5.T5Tokenizer when an encoder is T5 (Flux, SD3), else None."""
+    tokenizer_options: tuple[tuple[str, int], ...] = ()
+    """T5TokenizerOptions' settings: ("t5xxl_min_length", n), ("t5xxl_min_padding", n)."""
+    cpu_only: bool = False
+    """Loaded onto and run on the CPU whatever the compute device (the CLIP loaders' device "cpu")."""
 
     def with_layer(self, stop_at_clip_layer: int) -> Clip:
         return dataclasses.replace(self, stop_at_clip_layer=stop_at_clip_layer)

@@ -3,10 +3,11 @@
     lora = load_lora_file(path)                                   # parsed once, cacheable
     model2, clip2, not_loaded = apply_lora(model, clip, lora, strength_model=1.0, strength_clip=1.0)
 
-Supported formats (the key conventions are in lora_keys.py): kohya sd-scripts LoRA and LoCon (incl. the Tucker
-`lora_mid`), LDM/ComfyUI-named LoRAs, and diffusers/PEFT LoRAs (lora_A/lora_B, .lora.down/.lora.up, attention
-processors). Not supported, reported as not loaded: LoHa (hada_*), LoKr (lokr_*), DoRA (dora_scale), full/bias
-diffs (diff, diff_b), and LoRAs on OpenCLIP's fused in_proj.
+Supported formats (the key conventions are in lora_keys.py, and lora_keys_dit.py for Flux / SD3): kohya sd-scripts
+LoRA and LoCon (incl. the Tucker `lora_mid`), LDM/ComfyUI/BFL-named LoRAs, and diffusers/PEFT LoRAs (lora_A/lora_B,
+.lora.down/.lora.up, attention processors; ai-toolkit's and SimpleTuner's Flux LoRAs, whose separate q/k/v adapt row
+blocks of the fused qkv weights). Not supported, reported as not loaded: LoHa (hada_*), LoKr (lokr_*), DoRA
+(dora_scale), full/bias diffs (diff, diff_b), and LoRAs on OpenCLIP's fused in_proj.
 
 The returned handles share the base weights; the LoRA takes effect while a handle runs (patches.py).
 """
@@ -19,8 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
+import torch
 from torch import Tensor, nn
 
+from diffusion.flux import Flux
 from diffusion.handles import Clip, Model
 from diffusion.lora_keys import (
     LoraPart,
@@ -29,6 +32,8 @@ from diffusion.lora_keys import (
     text_encoder_aliases,
     unet_aliases,
 )
+from diffusion.lora_keys_dit import LoraTarget, dit_aliases
+from diffusion.mmdit import MMDiT
 from diffusion.patches import LoraPatch, PatchRoot, PatchTargetError, check_patch
 from diffusion.safetensors_io import CheckpointError, open_tensors, read_header
 from diffusion.unet import UNetConfig
@@ -147,9 +152,27 @@ def load_lora_file(path: str | os.PathLike[str]) -> LoraFile:
 # Applying
 
 
+def diffusion_model_aliases(module: nn.Module, name: str = "") -> dict[str, str] | dict[str, LoraTarget]:
+    """The LoRA alias table of a MODEL's network: an SD UNet (by its UNetConfig), Flux or SD3's MMDiT."""
+    if isinstance(module, (Flux, MMDiT)):
+        return dit_aliases(module)
+    config = getattr(module, "config", None)
+    if not isinstance(config, UNetConfig):
+        raise TypeError(f"MODEL {name!r}: LoRA needs an SD UNet, Flux or SD3 model (got {type(module).__name__})")
+    return unet_aliases(module, config)
+
+
+def _up_for(weights: LoraWeights, target: LoraTarget) -> Tensor:
+    """The up factor in the checkpoint's row order (diffusers' (shift, scale) halves swapped to (scale, shift))."""
+    if not target.swap_halves:
+        return weights.up
+    shift, scale = weights.up.chunk(2, dim=0)
+    return torch.cat([scale, shift], dim=0)
+
+
 def _patches_for(
     entries: Mapping[str, LoraWeights],
-    aliases: Mapping[str, str],
+    aliases: Mapping[str, str] | Mapping[str, LoraTarget],
     root_module: nn.Module,
     *,
     root: PatchRoot,
@@ -161,22 +184,24 @@ def _patches_for(
     patches: list[LoraPatch] = []
     mismatched: list[str] = []
     for base, weights in entries.items():
-        target = aliases.get(base)
-        if target is None:
+        found = aliases.get(base)
+        if found is None:
             continue
+        target = found if isinstance(found, LoraTarget) else LoraTarget(found)
         claimed.add(base)
         patch = LoraPatch(
             root=root,
-            target=target,
+            target=target.module,
             down=weights.down,
-            up=weights.up,
+            up=_up_for(weights, target),
             mid=weights.mid,
             alpha=weights.alpha if weights.alpha is not None else float(weights.rank),
             strength=strength,
             source=source.name,
+            rows=target.rows,
         )
         try:
-            check_patch(patch, root_module.get_submodule(target))
+            check_patch(patch, root_module.get_submodule(target.module))
         except PatchTargetError as exc:
             mismatched.append(str(exc))
             continue
@@ -194,9 +219,9 @@ def apply_lora(
 ) -> tuple[Model | None, Clip | None, list[str]]:
     """New MODEL / CLIP handles carrying the LoRA's patches (LoraLoader; pass clip=None for LoraLoaderModelOnly).
 
-    Layers are resolved against THIS model's modules (its UNet config and its family's text encoders). A strength
-    of 0 returns that handle unchanged. UNet entries count only when `model` is given, text-encoder entries only
-    when `clip` is.
+    Layers are resolved against THIS model's modules (its UNet config, or its Flux / MMDiT layers, and its family's
+    text encoders). A strength of 0 returns that handle unchanged. UNet entries count only when `model` is given,
+    text-encoder entries only when `clip` is.
 
     Returns:
         (model, clip, not_loaded): not_loaded lists the file's tensor keys that adapt nothing here (no such layer
@@ -212,11 +237,8 @@ def apply_lora(
     new_model = model
     if model is not None:
         unet = model.unet
-        config = getattr(unet, "config", None)
-        if not isinstance(config, UNetConfig):
-            raise TypeError(f"MODEL {model.name!r}: its UNet has no UNetConfig (got {type(unet).__name__})")
         patches, bad = _patches_for(
-            lora.unet, unet_aliases(unet, config), unet,
+            lora.unet, diffusion_model_aliases(unet, model.name), unet,
             root="unet", strength=strength_model, source=lora.path, claimed=claimed,
         )
         mismatched += bad
@@ -255,6 +277,7 @@ __all__ = [
     "LoraMismatch",
     "LoraWeights",
     "apply_lora",
+    "diffusion_model_aliases",
     "load_lora_file",
     "parse_lora_tensors",
 ]

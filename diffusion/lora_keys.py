@@ -48,8 +48,8 @@ _PROCESSOR = re.compile(r"\.processor\.(to_q|to_k|to_v|to_out)$")
 
 # Key beginnings that address a text encoder (everything else is taken to address the UNet).
 TEXT_ENCODER_PREFIXES = (
-    "lora_te_", "lora_te1_", "lora_te2_", "text_encoder.", "text_encoder_2.", "cond_stage_model.", "conditioner.",
-    "text_encoders.",
+    "lora_te_", "lora_te1_", "lora_te2_", "lora_te3_", "text_encoder.", "text_encoder_2.", "cond_stage_model.",
+    "conditioner.", "text_encoders.",
 )
 
 
@@ -212,7 +212,10 @@ _HF_TO_OPEN_CLIP = (
 
 
 def _kohya_text_prefix(slot: TextEncoderSlot, encoder_count: int) -> str:
-    """sd-scripts: "lora_te_" for a single text encoder; SDXL's CLIP-L is te1 and bigG te2."""
+    """sd-scripts: "lora_te_" for a single text encoder; SDXL's CLIP-L is te1 and bigG te2; T5 is te3 (SD3, and
+    Flux in ComfyUI's table; OneTrainer's Flux LoRAs name it te2, an extra alias in text_encoder_aliases)."""
+    if slot.name == "t5xxl":
+        return "lora_te3_"
     if slot.name == "clip_g":
         return "lora_te2_"
     return "lora_te1_" if encoder_count > 1 else "lora_te_"
@@ -235,6 +238,8 @@ def text_encoder_aliases(slot: TextEncoderSlot, encoder: nn.Module, *, encoder_c
         ]
         if name.startswith("text_model."):
             spellings.append(diffusers_prefix + name[len("text_model."):])  # transformers 5 drops "text_model."
+        if slot.name == "t5xxl" and encoder_count == 2:
+            spellings.append("lora_te2_" + _underscored(name))  # OneTrainer's Flux LoRAs (CLIP-L + T5)
         if not open_clip:
             spellings.append(slot.prefix + name)
         else:

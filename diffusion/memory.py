@@ -8,6 +8,12 @@ loading the same unchanged file share one copy, and it never keeps weights alive
 Placement: on a GPU, modules are loaded straight onto it when they fit, and `on_device(...)` moves what a run needs
 onto it, first moving the least recently used idle modules back to the CPU when free memory runs short; models stay
 on the GPU between prompts until then. On a CPU-only machine all of this is a no-op.
+
+Streaming (ComfyUI's low-VRAM mode): a diffusion model that does not fit the device's budget even after the idle
+modules went back to the CPU is not moved; it runs streamed instead (diffusion/streaming.py: its blocks come to the
+device one at a time, as many as fit staying there for the run). The budget is the GPU's free memory less the
+reserve, or `budget_bytes` when given; a budget on a CPU-only machine makes the same decision and runs the same
+streaming code (copies from the CPU to the CPU), which is how it is tested without a GPU.
 """
 
 from __future__ import annotations
@@ -17,13 +23,15 @@ import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from torch import nn
+
+from diffusion.streaming import StreamPlan, can_stream, streamed
 
 DeviceChoice = Literal["auto", "cpu", "cuda", "mps"]
 WeightDtype = Literal["auto", "fp32", "fp16", "bf16"]
@@ -90,11 +98,16 @@ class ModelManager:
     """Loads model files (through loader functions passed in) and places modules on the compute device."""
 
     def __init__(self, device: torch.device | None = None, *, weight_dtype: WeightDtype = "auto",
-                 reserve_bytes: int = RESERVE_BYTES):
+                 reserve_bytes: int = RESERVE_BYTES, budget_bytes: int | None = None):
+        """budget_bytes: the most weight bytes one run may place on the compute device; a module larger than what is
+        left of it runs streamed. None: the GPU's free memory less `reserve_bytes` (no limit on a CPU)."""
         self.device = device if device is not None else pick_device()
         self.offload_device = torch.device("cpu")
         self.dtype = _weight_dtype(self.device, weight_dtype)
         self.reserve_bytes = reserve_bytes
+        self.budget_bytes = budget_bytes
+        self.streamed_runs = 0
+        self.last_stream: StreamPlan | None = None  # the latest streamed run's plan (tests, /system_stats)
         self._lock = threading.RLock()
         self._files: weakref.WeakValueDictionary[FileKey, Any] = weakref.WeakValueDictionary()
         self._resident: OrderedDict[int, weakref.ref[nn.Module]] = OrderedDict()  # LRU of modules on the GPU
@@ -133,30 +146,66 @@ class ModelManager:
         if self.device.type != "cuda":
             return self.device
         free, _ = torch.cuda.mem_get_info(self.device)
-        return self.device if os.path.getsize(path) + self.reserve_bytes < free else self.offload_device
+        size = os.path.getsize(path)
+        fits = size + self.reserve_bytes < free and (self.budget_bytes is None or size <= self.budget_bytes)
+        return self.device if fits else self.offload_device
 
     # ---- placement ----------------------------------------------------------------------------------------------
     @contextmanager
     def on_device(self, *modules: nn.Module) -> Iterator[torch.device]:
-        """Keep `modules` on the compute device for the duration of the block; yields that device."""
+        """Keep `modules` on the compute device for the duration of the block (streaming those that do not fit the
+        budget); yields that device."""
         with self._lock:
             ids = {id(m) for m in modules}
             self._in_use |= ids
             try:
-                if self.device.type != "cpu":
-                    self._make_room(sum(module_bytes(m) for m in modules if _device_of(m) != self.device))
-                    for module in modules:
-                        if _device_of(module) != self.device:
-                            module.to(self.device)
-                        self._mark_resident(module)
+                to_stream, left = self._place(modules)
             except BaseException:
                 self._in_use -= ids
                 raise
         try:
-            yield self.device
+            with ExitStack() as stack:
+                for module in to_stream:
+                    plan = stack.enter_context(streamed(module, self.device, left))
+                    self.streamed_runs += 1
+                    self.last_stream = plan
+                yield self.device
         finally:
             with self._lock:
                 self._in_use -= ids
+
+    def _place(self, modules: tuple[nn.Module, ...]) -> tuple[list[nn.Module], int]:
+        """Move the modules that fit onto the device (smallest first: ControlNets before the model); return the
+        ones to stream and the budget left for them."""
+        if self.device.type == "cpu" and self.budget_bytes is None:
+            return [], 0
+        # On the CPU with a budget, every module counts as away (the budget stands for a separate device's memory).
+        away = [m for m in modules if self.device.type == "cpu" or _device_of(m) != self.device]
+        for module in modules:
+            if module not in away:
+                self._mark_resident(module)
+        if self.device.type == "cuda":
+            self._make_room(sum(module_bytes(m) for m in away))
+        left = self._budget()
+        to_stream = []
+        for module in sorted(away, key=module_bytes):
+            size = module_bytes(module)
+            if size > left and can_stream(module):
+                to_stream.append(module)
+                continue
+            left -= size  # a module that cannot stream is moved whole, as it would fit (an OOM is handled upstream)
+            if self.device.type != "cpu":
+                module.to(self.device)
+                self._mark_resident(module)
+        return to_stream, max(left, 0)
+
+    def _budget(self) -> int:
+        """Weight bytes the device can take now: `budget_bytes`, or the GPU's free memory less the reserve."""
+        if self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
+            free -= self.reserve_bytes
+            return free if self.budget_bytes is None else min(free, self.budget_bytes)
+        return self.budget_bytes if self.budget_bytes is not None else 1 << 62
 
     def _make_room(self, needed: int) -> None:
         if self.device.type != "cuda" or needed == 0:
@@ -197,7 +246,8 @@ class ModelManager:
     def stats(self) -> dict[str, Any]:
         with self._lock:
             return {"device": str(self.device), "dtype": str(self.dtype), "files_loaded": self.loads,
-                    "files_alive": len(self._files), "modules_on_device": len(self._resident)}
+                    "files_alive": len(self._files), "modules_on_device": len(self._resident),
+                    "streamed_runs": self.streamed_runs}
 
 
 def _device_of(module: nn.Module) -> torch.device:

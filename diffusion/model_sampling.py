@@ -18,7 +18,16 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-Prediction = Literal["eps", "v"]
+Prediction = Literal["eps", "v", "x0", "img_to_img", "lcm"]
+"""What the raw network predicts: the noise, v (Salimans & Ho 2022), x0 itself, x0 from an unscaled input
+(img_to_img), or an LCM's consistency-distilled eps (Luo et al. 2023; ComfyUI's ModelSamplingDiscrete options)."""
+PREDICTIONS: tuple[str, ...] = ("eps", "v", "x0", "img_to_img", "lcm")
+
+# LCM's boundary condition (Luo et al. 2023, "Latent Consistency Models"): sigma_data and timestep scaling.
+LCM_SIGMA_DATA = 0.5
+LCM_TIMESTEP_SCALING = 10.0
+# The step count an LCM was distilled to (ComfyUI's ModelSamplingDiscreteDistilled.original_timesteps).
+LCM_ORIGINAL_TIMESTEPS = 50
 
 # SD1.x, SD2.x and SDXL all use the "scaled linear" betas between these two values.
 SD_LINEAR_START = 0.00085
@@ -46,18 +55,23 @@ class DiscreteSampling:
     """A model's 1000-step noise table and its prediction type.
 
     Attributes:
-        prediction: what the raw network predicts: "eps" (the added noise) or "v" (Salimans & Ho 2022).
+        prediction: what the raw network predicts (see Prediction).
         sigmas: (T,) float32, increasing; sigma_t = sqrt((1 - alphā_t) / alphā_t).
         log_sigmas: (T,) float32 natural logs of the float64 sigmas (not of the rounded float32 ones).
+        timestep_stride: training timesteps per table entry (1; 20 for an LCM's 50-entry distilled table, whose
+            entry i is training timestep i·20 + 19).
     """
 
     prediction: Prediction
     sigmas: Tensor
     log_sigmas: Tensor
+    timestep_stride: int = 1
 
     def __post_init__(self) -> None:
-        if self.prediction not in ("eps", "v"):
-            raise ModelSamplingError(f"prediction must be 'eps' or 'v', got {self.prediction!r}")
+        if self.prediction not in PREDICTIONS:
+            raise ModelSamplingError(f"prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
+        if self.timestep_stride < 1:
+            raise ModelSamplingError(f"timestep_stride must be >= 1, got {self.timestep_stride}")
         if self.sigmas.ndim != 1 or self.sigmas.shape != self.log_sigmas.shape or len(self.sigmas) < 2:
             raise ModelSamplingError(
                 f"sigmas and log_sigmas must be equal 1-D tables of 2+ entries, got {tuple(self.sigmas.shape)} "
@@ -72,14 +86,31 @@ class DiscreteSampling:
         linear_start: float = SD_LINEAR_START,
         linear_end: float = SD_LINEAR_END,
         timesteps: int = SD_TIMESTEPS,
+        zsnr: bool = False,
     ) -> DiscreteSampling:
-        """The "scaled linear" DDPM table of Stable Diffusion (betas linear in sqrt space, Rombach et al. 2022)."""
+        """The "scaled linear" DDPM table of Stable Diffusion (betas linear in sqrt space, Rombach et al. 2022);
+        ``zsnr`` rescales it to zero terminal SNR (Lin et al. 2024)."""
         betas = torch.linspace(math.sqrt(linear_start), math.sqrt(linear_end), timesteps, dtype=torch.float64) ** 2
         alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)
         sigmas = ((1.0 - alphas_cumprod) / alphas_cumprod) ** 0.5
+        if zsnr:
+            sigmas = rescale_zero_terminal_snr_sigmas(sigmas)
         # Why: ComfyUI takes the log of the float64 sigmas before rounding; doing the same keeps the
         # interpolated schedules bit-compatible.
         return cls(prediction=prediction, sigmas=sigmas.float(), log_sigmas=sigmas.log().float())
+
+    def distilled(self, original_timesteps: int = LCM_ORIGINAL_TIMESTEPS) -> DiscreteSampling:
+        """The table of a model distilled to ``original_timesteps`` steps (ComfyUI's ModelSamplingDiscreteDistilled):
+        every stride-th sigma counted from the last, so timestep() gives training timesteps i·stride + stride − 1."""
+        stride = self.num_timesteps // original_timesteps
+        if stride < 1:
+            raise ModelSamplingError(f"cannot distil a {self.num_timesteps}-step table to {original_timesteps} steps")
+        picked = torch.tensor([self.num_timesteps - 1 - (original_timesteps - 1 - i) * stride
+                               for i in range(original_timesteps)])
+        sigmas = self.sigmas[picked]
+        # ComfyUI's set_sigmas takes the log of these float32 sigmas.
+        return DiscreteSampling(prediction=self.prediction, sigmas=sigmas, log_sigmas=sigmas.log(),
+                                timestep_stride=stride * self.timestep_stride)
 
     # -- the table -----------------------------------------------------------------------------------------
     @property
@@ -94,18 +125,29 @@ class DiscreteSampling:
     def num_timesteps(self) -> int:
         return len(self.sigmas)
 
+    @property
+    def training_timesteps(self) -> int:
+        """Timesteps of the training schedule (1000 for SD; also for a distilled table)."""
+        return self.num_timesteps * self.timestep_stride
+
     def timestep(self, sigma: Tensor | float) -> Tensor:
         """The nearest discrete timestep index (in log sigma) for each sigma, as float32 with sigma's shape."""
         sigma_t = torch.as_tensor(sigma, dtype=torch.float32)
         device = sigma_t.device
         log_sigma = sigma_t.to(self.log_sigmas.device).log()
         dists = (log_sigma.reshape(1, -1) - self.log_sigmas[:, None]).abs()  # (T, N)
-        return dists.argmin(dim=0).reshape(sigma_t.shape).float().to(device)
+        index = dists.argmin(dim=0).reshape(sigma_t.shape).float()
+        if self.timestep_stride > 1:
+            index = index * self.timestep_stride + (self.timestep_stride - 1)
+        return index.to(device)
 
     def sigma(self, timestep: Tensor | float) -> Tensor:
         """sigma at a (fractional) timestep: log sigma interpolated linearly between the table entries."""
         t_in = torch.as_tensor(timestep)
-        t = t_in.float().to(self.log_sigmas.device).clamp(0, self.num_timesteps - 1)
+        t = t_in.float().to(self.log_sigmas.device)
+        if self.timestep_stride > 1:
+            t = (t - (self.timestep_stride - 1)) / self.timestep_stride
+        t = t.clamp(0, self.num_timesteps - 1)
         low, high = t.floor().long(), t.ceil().long()
         w = t.frac()
         log_sigma = (1 - w) * self.log_sigmas[low] + w * self.log_sigmas[high]
@@ -117,7 +159,7 @@ class DiscreteSampling:
             return SIGMA_BEFORE_START
         if percent >= 1.0:
             return 0.0
-        return float(self.sigma(torch.tensor((1.0 - percent) * (self.num_timesteps - 1))))
+        return float(self.sigma(torch.tensor((1.0 - percent) * (self.training_timesteps - 1))))
 
     def reaches_max(self, sigma0: float) -> bool:
         """Whether sampling starts from pure noise (sigma0 at or above sigma_max, within float32 rounding)."""
@@ -125,14 +167,27 @@ class DiscreteSampling:
 
     # -- the model wrapper ---------------------------------------------------------------------------------
     def calculate_input(self, sigma: Tensor | float, x: Tensor) -> Tensor:
-        """The UNet input: x / sqrt(sigma^2 + 1), i.e. the VE latent mapped back to unit variance (sigma_data 1)."""
+        """The UNet input: x / sqrt(sigma^2 + 1), i.e. the VE latent mapped back to unit variance (sigma_data 1);
+        an img_to_img model takes x as it is."""
+        if self.prediction == "img_to_img":
+            return x
         return x / (_per_sample(sigma, x) ** 2 + 1.0) ** 0.5
 
     def denoised(self, sigma: Tensor | float, model_output: Tensor, x: Tensor) -> Tensor:
-        """x0 from the raw network output: eps -> x - sigma·eps; v -> Salimans & Ho (2022) eq. for sigma_data 1."""
+        """x0 from the raw network output: eps -> x - sigma·eps; v -> Salimans & Ho (2022) eq. for sigma_data 1;
+        x0 / img_to_img -> the output; lcm -> c_out·(x - sigma·eps) + c_skip·x (Luo et al. 2023, at the timestep
+        scaled by 10, sigma_data 0.5)."""
         s = _per_sample(sigma, model_output)
         if self.prediction == "eps":
             return x - model_output * s
+        if self.prediction in ("x0", "img_to_img"):
+            return model_output
+        if self.prediction == "lcm":
+            t = _per_sample(self.timestep(torch.as_tensor(sigma, dtype=torch.float32)).to(model_output.device),
+                            model_output) * LCM_TIMESTEP_SCALING
+            c_skip = LCM_SIGMA_DATA**2 / (t**2 + LCM_SIGMA_DATA**2)
+            c_out = t / (t**2 + LCM_SIGMA_DATA**2) ** 0.5
+            return c_out * (x - model_output * s) + c_skip * x
         return x / (s**2 + 1.0) - model_output * s / (s**2 + 1.0) ** 0.5
 
     def noise_scaling(self, sigma0: Tensor | float, noise: Tensor, latent: Tensor, *, max_denoise: bool) -> Tensor:
@@ -148,6 +203,18 @@ class DiscreteSampling:
     def inverse_noise_scaling(self, sigma: Tensor | float, latent: Tensor) -> Tensor:
         """Undo noise_scaling at the last sigma; the identity for eps and v models."""
         return latent
+
+
+def rescale_zero_terminal_snr_sigmas(sigmas: Tensor) -> Tensor:
+    """Sigmas of the same schedule shifted to zero terminal SNR (Lin et al. 2024, "Common Diffusion Noise Schedules
+    and Sample Steps Are Flawed", Algorithm 1): sqrt(alphā) moved so its last value is 0 and scaled so its first
+    stays; the last alphā is then set to ComfyUI's 4.8973451890853435e-08 so the last sigma stays finite."""
+    alphas_bar_sqrt = (1.0 / (sigmas * sigmas + 1.0)).sqrt()
+    first, last = alphas_bar_sqrt[0].clone(), alphas_bar_sqrt[-1].clone()
+    alphas_bar_sqrt = (alphas_bar_sqrt - last) * (first / (first - last))
+    alphas_bar = alphas_bar_sqrt**2
+    alphas_bar[-1] = 4.8973451890853435e-08
+    return ((1.0 - alphas_bar) / alphas_bar) ** 0.5
 
 
 # The rectified-flow table's resolution and timestep multiplier (ComfyUI's ModelSamplingDiscreteFlow defaults).

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from diffusion.guidance import ExtraConds, GuidedDenoiser, prepare_conditioning
+from diffusion.model_options import NO_OPTIONS, ModelOptions, PatchFn, with_sample_sigmas
 from diffusion.model_sampling import ApplyModel, Denoiser, DiscreteSampling
 from diffusion.noise import SEED_MAX, initial_noise
 from diffusion.samplers import DenoiserFn, StepCallback, get_sampler, run_sampler
@@ -55,21 +56,36 @@ class InpaintDenoiser:
         mask: [B, C, H, W], 1 where the latent is resampled.
         latent: the original latent (model space).
         noise: the unit noise used to re-noise the kept region.
+        mask_function: a MODEL's denoise_mask_function (model_options.py; e.g. DifferentialDiffusion), which
+            gives each step's mask from (sigma, mask, extra_options={"model", "sigmas"}); None keeps ``mask``.
+        sampling / sigmas: what mask_function sees (the model view's model_sampling, the run's sigmas).
     """
 
     inner: DenoiserFn
     mask: Tensor
     latent: Tensor
     noise: Tensor
+    mask_function: PatchFn | None = None
+    sampling: DiscreteSampling | None = None
+    sigmas: Tensor | None = None
 
-    def keep(self, x: Tensor, sigma: Tensor | float) -> Tensor:
-        """x inside the mask, the original latent at noise ``sigma`` outside it."""
+    def keep(self, x: Tensor, sigma: Tensor | float, mask: Tensor | None = None) -> Tensor:
+        """x inside the mask, the original latent at noise ``sigma`` outside it (ComfyUI's scale_latent_inpaint:
+        the model's noise_scaling, latent + σ·noise, or (1 − σ)·latent + σ·noise for a flow model)."""
+        mask = self.mask if mask is None else mask
         s = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(-1, *([1] * (x.ndim - 1)))
-        return x * self.mask + (self.latent + self.noise * s) * (1.0 - self.mask)
+        if self.sampling is not None and getattr(self.sampling, "prediction", None) == "flow":
+            return x * mask + self.sampling.noise_scaling(s, self.noise, self.latent) * (1.0 - mask)
+        return x * mask + (self.latent + self.noise * s) * (1.0 - mask)
 
     def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
-        out = self.inner(self.keep(x, sigma), sigma)
-        return out * self.mask + self.latent * (1.0 - self.mask)
+        mask = self.mask
+        if self.mask_function is not None:
+            sigma_b = torch.as_tensor(sigma, device=x.device).reshape(-1).expand(x.shape[0])  # (B,)
+            mask = self.mask_function(sigma_b, mask, extra_options={"model": MaskModelView(self.sampling),
+                                                                    "sigmas": self.sigmas})
+        out = self.inner(self.keep(x, sigma, mask), sigma)
+        return out * mask + self.latent * (1.0 - mask)
 
     def restore_kept(self, x: Tensor, sigma: Tensor | float) -> Tensor:
         """Where the mask is 0, exactly the original latent (noised to ``sigma`` when stopping early).
@@ -78,6 +94,28 @@ class InpaintDenoiser:
         partial mask are left as sampled, as in ComfyUI.
         """
         return torch.where(self.mask > 0, x, self.keep(x, sigma))
+
+
+@dataclass(frozen=True, eq=False)
+class SamplingDenoiser:
+    """The denoiser a sampler runs: ``inner`` with the model's noise table beside it as ``model_sampling``.
+
+    Samplers read it (samplers.common.model_sampling_of) where ComfyUI's branch on ``model_sampling`` being CONST:
+    the *_ancestral RF formulas and the flow log-SNR of the SDE samplers (diffusion/samplers/common.py).
+    """
+
+    inner: DenoiserFn
+    model_sampling: DiscreteSampling
+
+    def __call__(self, x: Tensor, sigma: Tensor, **extra: object) -> Tensor:
+        return self.inner(x, sigma, **extra)
+
+
+@dataclass(frozen=True)
+class MaskModelView:
+    """``extra_options["model"]`` of a denoise_mask_function: the model's noise table as ``model_sampling``."""
+
+    model_sampling: DiscreteSampling | None
 
 
 def sample_latent(
@@ -97,6 +135,7 @@ def sample_latent(
     callback: StepCallback | None = None,
     max_batch: int | None = None,
     observer: SamplingObserver | None = None,
+    options: ModelOptions = NO_OPTIONS,
 ) -> Tensor:
     """Sample a latent with classifier-free guidance.
 
@@ -116,6 +155,7 @@ def sample_latent(
         max_batch: most conditioning entries per model call (None: all that fit one batch).
         observer: sees every evaluation's cond/uncond predictions and every step (timeline.TimelineRecorder);
             it only looks, so the result is the same with or without it.
+        options: the MODEL's function patches (model_options.py), applied in every model call and guidance step.
 
     Returns:
         The sampled latent, float32, in model space, on the latent's device.
@@ -125,12 +165,14 @@ def sample_latent(
     if len(sigmas) == 0:
         return latent.clone()
     entries = prepare_conditioning(positive, negative, latent=noise, sampling=sampling, extra_conds=extra_conds)
+    options = with_sample_sigmas(options, sigmas)
     model: DenoiserFn = GuidedDenoiser(denoiser=Denoiser(apply_model=apply_model, sampling=sampling),
                                        entries=entries, cfg=cfg, max_batch=max_batch,
-                                       observer=None if observer is None else observer.predictions)
+                                       observer=None if observer is None else observer.predictions, options=options)
     return run_denoiser(model, sampling=sampling, latent=latent, noise=noise, sigmas=sigmas, seed=seed,
                         run=functools.partial(run_sampler, spec.name), inpaint_noise=spec.inpaint_noise,
-                        denoise_mask=denoise_mask, callback=observed_callback(callback, observer))
+                        denoise_mask=denoise_mask, callback=observed_callback(callback, observer),
+                        mask_function=options.denoise_mask_function)
 
 
 def checked_inputs(latent: Tensor, noise: Tensor, sigmas: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -151,7 +193,7 @@ class RunSampler(Protocol):
 
 def run_denoiser(model: DenoiserFn, *, sampling: DiscreteSampling, latent: Tensor, noise: Tensor, sigmas: Tensor,
                  seed: int, run: RunSampler, inpaint_noise: str, denoise_mask: Tensor | None,
-                 callback: StepCallback | None) -> Tensor:
+                 callback: StepCallback | None, mask_function: PatchFn | None = None) -> Tensor:
     """What every sampling run does once its (guided) denoiser is built: keep the unmasked latent when inpainting,
     scale the noise in, run the sampler, scale back. Inputs as checked_inputs returns them; sigmas not empty."""
     inpaint: InpaintDenoiser | None = None
@@ -161,12 +203,13 @@ def run_denoiser(model: DenoiserFn, *, sampling: DiscreteSampling, latent: Tenso
             # ddim re-noises the kept region with a separate draw from seed + 1 (ComfyUI's "random" option).
             kept_noise = initial_noise(noise.shape, (seed + 1) % (SEED_MAX + 1)).to(latent.device)
         inpaint = InpaintDenoiser(inner=model, mask=prepare_denoise_mask(denoise_mask, latent.shape).to(latent.device),
-                                  latent=latent, noise=kept_noise)
+                                  latent=latent, noise=kept_noise, mask_function=mask_function, sampling=sampling,
+                                  sigmas=sigmas)
         model = inpaint
 
     max_denoise = sampling.reaches_max(float(sigmas[0]))
     x = sampling.noise_scaling(sigmas[0], noise, latent, max_denoise=max_denoise)
-    out = run(model, x, sigmas, seed=seed, callback=callback)
+    out = run(SamplingDenoiser(inner=model, model_sampling=sampling), x, sigmas, seed=seed, callback=callback)
     out = sampling.inverse_noise_scaling(sigmas[-1], out)
     if inpaint is not None:
         out = inpaint.restore_kept(out, sigmas[-1])

@@ -15,14 +15,21 @@ timestep embedding is computed in fp32 first.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from diffusion.attention import multihead_attention
+
+if TYPE_CHECKING:
+    from diffusion.controlnet import ControlResiduals
+
+log = logging.getLogger(__name__)
 
 # Every GroupNorm of the reference model uses 32 groups; a checkpoint cannot say otherwise (shapes only).
 NORM_GROUPS = 32
@@ -198,9 +205,11 @@ class CrossAttention(nn.Module):
         self.to_v = nn.Linear(context_dim, inner, bias=False)
         self.to_out = nn.Sequential(nn.Linear(inner, query_dim))  # reference index 1 is Dropout: no parameters
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
+                value: torch.Tensor | None = None) -> torch.Tensor:
         ctx = x if context is None else context
-        out = multihead_attention(self.to_q(x), self.to_k(ctx), self.to_v(ctx), self.heads)  # (B, T, inner)
+        val = ctx if value is None else value  # a model patch may give the values their own source (ComfyUI's)
+        out = multihead_attention(self.to_q(x), self.to_k(ctx), self.to_v(val), self.heads)  # (B, T, inner)
         return self.to_out(out)
 
 
@@ -241,10 +250,74 @@ class BasicTransformerBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.norm3 = nn.LayerNorm(dim)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, context: torch.Tensor,
+                transformer_options: dict | None = None) -> torch.Tensor:
+        if transformer_options is not None:
+            return patched_transformer_block(self, x, context, transformer_options)
         x = x + self.attn1(self.norm1(x))
         x = x + self.attn2(self.norm2(x), context)
         return x + self.ff(self.norm3(x))
+
+
+def _attention(attn: CrossAttention, n: torch.Tensor, context: torch.Tensor | None, value: torch.Tensor | None,
+               replace: object | None, extra_options: dict) -> torch.Tensor:
+    """One attention of a patched block: the module's own, or a replace patch given the projected q, k, v
+    (ComfyUI's ``patches_replace`` contract: fn(q, k, v, extra_options) -> [B, T, inner] before to_out)."""
+    if replace is None:
+        return attn(n, context, value)
+    k_source = n if context is None else context
+    v_source = k_source if value is None else value
+    out = replace(attn.to_q(n), attn.to_k(k_source), attn.to_v(v_source), extra_options)  # type: ignore[operator]
+    return attn.to_out(out)
+
+
+def patched_transformer_block(block: BasicTransformerBlock, x: torch.Tensor, context: torch.Tensor,
+                              transformer_options: dict) -> torch.Tensor:
+    """BasicTransformerBlock.forward with a MODEL's transformer patches (diffusion/model_options.py), in ComfyUI's
+    order and with its arguments: attn1_patch(n, context, value, extra_options) -> (n, context, value), the attn1
+    replace keyed (block name, block number, transformer index) or (block name, block number), attn1_output_patch
+    (n, extra_options), middle_patch(x, extra_options) after the self-attention residual, then the same for attn2.
+    ``extra_options`` is every transformer option but the patches, plus n_heads, dim_head and attn_precision."""
+    patches = transformer_options.get("patches", {})
+    replace = transformer_options.get("patches_replace", {})
+    extra_options = {k: v for k, v in transformer_options.items() if k not in ("patches", "patches_replace")}
+    heads = block.attn1.heads
+    extra_options["n_heads"] = heads
+    extra_options["dim_head"] = block.attn1.to_q.out_features // heads
+    extra_options["attn_precision"] = None
+    where = transformer_options.get("block")
+    keys = [] if where is None else [(where[0], where[1], transformer_options.get("block_index", 0)), tuple(where)]
+
+    def replacement(name: str) -> object | None:
+        table = replace.get(name, {})
+        return next((table[k] for k in keys if k in table), None)
+
+    n = block.norm1(x)
+    context_attn1: torch.Tensor | None = None
+    value_attn1: torch.Tensor | None = None
+    if patches.get("attn1_patch"):
+        context_attn1 = value_attn1 = n
+        for patch in patches["attn1_patch"]:
+            n, context_attn1, value_attn1 = patch(n, context_attn1, value_attn1, extra_options)
+    n = _attention(block.attn1, n, context_attn1, value_attn1, replacement("attn1"), extra_options)
+    for patch in patches.get("attn1_output_patch", ()):
+        n = patch(n, extra_options)
+    x = x + n
+    for patch in patches.get("middle_patch", ()):
+        x = patch(x, extra_options)
+
+    n = block.norm2(x)
+    context_attn2: torch.Tensor = context
+    value_attn2: torch.Tensor | None = None
+    if patches.get("attn2_patch"):
+        value_attn2 = context_attn2
+        for patch in patches["attn2_patch"]:
+            n, context_attn2, value_attn2 = patch(n, context_attn2, value_attn2, extra_options)
+    n = _attention(block.attn2, n, context_attn2, value_attn2, replacement("attn2"), extra_options)
+    for patch in patches.get("attn2_output_patch", ()):
+        n = patch(n, extra_options)
+    x = x + n
+    return x + block.ff(block.norm3(x))
 
 
 class SpatialTransformer(nn.Module):
@@ -262,14 +335,19 @@ class SpatialTransformer(nn.Module):
         )
         self.proj_out: nn.Module = nn.Linear(inner, channels) if use_linear else Conv2d(inner, channels, 1)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, context: torch.Tensor,
+                transformer_options: dict | None = None) -> torch.Tensor:
         b, c, height, width = x.shape
         h = self.norm(x).flatten(2).transpose(1, 2)  # (B, H·W, C)
         # A 1x1 conv on (B, C, H, W) is the same map as a Linear over the channels of the tokens; flatten(1) views the
         # conv weight [C, C, 1, 1] as [C, C], so both checkpoint layouts run one matmul on token-major data.
         h = F.linear(h, self.proj_in.weight.flatten(1), self.proj_in.bias)
-        for block in self.transformer_blocks:
-            h = block(h, context)
+        for index, block in enumerate(self.transformer_blocks):
+            if transformer_options is None:
+                h = block(h, context)
+            else:
+                transformer_options["block_index"] = index
+                h = block(h, context, transformer_options)
         h = F.linear(h, self.proj_out.weight.flatten(1), self.proj_out.bias)  # (B, H·W, C)
         return x + h.transpose(1, 2).reshape(b, c, height, width)  # (B, C, H, W)
 
@@ -311,17 +389,43 @@ class TimestepEmbedSequential(nn.Sequential):
         emb: torch.Tensor,
         context: torch.Tensor,
         size: torch.Size | None = None,
+        transformer_options: dict | None = None,
     ) -> torch.Tensor:
         for layer in self:
             if isinstance(layer, ResBlock):
                 h = layer(h, emb)
             elif isinstance(layer, SpatialTransformer):
-                h = layer(h, context)
+                h = layer(h, context, transformer_options)
+                if transformer_options is not None and "transformer_index" in transformer_options:
+                    transformer_options["transformer_index"] += 1  # counts SpatialTransformers, as ComfyUI
             elif isinstance(layer, Upsample):
                 h = layer(h, size)
             else:
                 h = layer(h)
         return h
+
+
+def _control_lists(control: ControlResiduals | None) -> dict[str, list[torch.Tensor | None]]:
+    """Working copies of a control's residual lists (the value itself stays untouched)."""
+    if control is None:
+        return {}
+    return {"input": list(control.input), "middle": list(control.middle), "output": list(control.output)}
+
+
+def _apply_control(h: torch.Tensor, pending: dict[str, list[torch.Tensor | None]], name: str) -> torch.Tensor:
+    """Add the next residual of list `name` (taken from its end), as ComfyUI's apply_control; a residual whose
+    shape does not fit is skipped with a warning, as there."""
+    residuals = pending.get(name)
+    if not residuals:
+        return h
+    residual = residuals.pop()
+    if residual is None:
+        return h
+    if residual.shape[0] not in (1, h.shape[0]) or residual.shape[1:] != h.shape[1:]:
+        log.warning("control residual %s of shape %s does not fit %s: not applied", name, tuple(residual.shape),
+                    tuple(h.shape))
+        return h
+    return h + residual.to(h.dtype)
 
 
 class UNetModel(nn.Module):
@@ -400,6 +504,9 @@ class UNetModel(nn.Module):
         timesteps: torch.Tensor,
         context: torch.Tensor,
         y: torch.Tensor | None = None,
+        transformer_options: dict | None = None,
+        control: ControlResiduals | None = None,
+        c_concat: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Predict the model output (eps or v, per the family) for noisy latents.
 
@@ -408,6 +515,14 @@ class UNetModel(nn.Module):
             timesteps: [B] (fractional) discrete timesteps, 0..999.
             context: [B, T, context_dim] text-encoder hidden states.
             y: [B, adm_in_channels] extra vector (SDXL); required iff the config has adm_in_channels.
+            transformer_options: a MODEL's patches in ComfyUI's dict form (model_options.ModelOptions
+                .transformer_options plus cond_or_uncond / sigmas), or None for the plain network. A copy is
+                annotated as ComfyUI does (original_shape, block, block_index, transformer_index) and the
+                input/output block patches run between the blocks.
+            control: residuals of a ControlNet / T2I-adapter (diffusion/controlnet.py), added after the input
+                blocks, the middle block and to the skips, each list consumed from its end (ComfyUI's apply_control).
+            c_concat: [B, in_channels − C, H, W] extra input channels of an inpainting / InstructPix2Pix model
+                (diffusion/concat_cond.py), concatenated after x's channels; None for a plain model.
 
         Returns:
             [B, out_channels, H, W] in the weights' dtype.
@@ -417,6 +532,11 @@ class UNetModel(nn.Module):
                 f"UNetModel: adm_in_channels={self.config.adm_in_channels} but y is "
                 f"{'missing' if y is None else tuple(y.shape)}"
             )
+        if c_concat is not None:
+            if c_concat.shape[0] != x.shape[0] or c_concat.shape[-2:] != x.shape[-2:]:
+                raise ValueError(f"UNetModel: c_concat {tuple(c_concat.shape)} does not fit the latent "
+                                 f"{tuple(x.shape)} (an area conditioning on an inpainting model?)")
+            x = torch.cat([x, c_concat.to(x)], dim=1)  # (B, in_channels, H, W)
         dtype = self.dtype
         # fp32 sinusoids, then the weights' dtype: fp16 cannot represent t·freq accurately for large t.
         emb = self.time_embed(timestep_embedding(timesteps, self.config.model_channels).to(dtype))
@@ -425,12 +545,33 @@ class UNetModel(nn.Module):
 
         h = x.to(dtype)
         context = context.to(dtype)
+        to = None if transformer_options is None else dict(transformer_options)
+        patches = {} if to is None else to.get("patches", {})
+        if to is not None:
+            to["original_shape"] = list(x.shape)
+            to["transformer_index"] = 0
+        pending = _control_lists(control)
         skips: list[torch.Tensor] = []
-        for block in self.input_blocks:
-            h = block(h, emb, context)
+        for index, block in enumerate(self.input_blocks):
+            if to is not None:
+                to["block"] = ("input", index)
+            h = block(h, emb, context, transformer_options=to)
+            h = _apply_control(h, pending, "input")
+            for patch in patches.get("input_block_patch", ()):
+                h = patch(h, to)
             skips.append(h)
-        h = self.middle_block(h, emb, context)
-        for block in self.output_blocks:
-            h = torch.cat([h, skips.pop()], dim=1)  # (B, C + C_skip, H, W)
-            h = block(h, emb, context, skips[-1].shape[-2:] if skips else None)
+            for patch in patches.get("input_block_patch_after_skip", ()):
+                h = patch(h, to)
+        if to is not None:
+            to["block"] = ("middle", 0)
+        h = self.middle_block(h, emb, context, transformer_options=to)
+        h = _apply_control(h, pending, "middle")
+        for index, block in enumerate(self.output_blocks):
+            skip = _apply_control(skips.pop(), pending, "output")
+            if to is not None:
+                to["block"] = ("output", index)
+            for patch in patches.get("output_block_patch", ()):
+                h, skip = patch(h, skip, to)
+            h = torch.cat([h, skip], dim=1)  # (B, C + C_skip, H, W)
+            h = block(h, emb, context, skips[-1].shape[-2:] if skips else None, transformer_options=to)
         return self.out(h)

@@ -44,6 +44,8 @@ class VAEConfig:
     """Channels of the encoder output / decoder input, before quant_conv / after post_quant_conv."""
     embed_dim: int = 4
     """Channels of the latent itself (what the UNet sees)."""
+    use_quant_conv: bool = True
+    """Whether quant_conv / post_quant_conv exist (the 16-channel Flux / SD3 VAE has neither: embed_dim = z)."""
 
     def __post_init__(self) -> None:
         if not self.ch_mult:
@@ -221,13 +223,14 @@ class AutoencoderKL(nn.Module):
         self.config = config
         self.encoder = Encoder(config)
         self.decoder = Decoder(config)
-        self.quant_conv = nn.Conv2d(2 * config.z_channels, 2 * config.embed_dim, 1)
-        self.post_quant_conv = nn.Conv2d(config.embed_dim, config.z_channels, 1)
+        quant = config.use_quant_conv
+        self.quant_conv = nn.Conv2d(2 * config.z_channels, 2 * config.embed_dim, 1) if quant else None
+        self.post_quant_conv = nn.Conv2d(config.embed_dim, config.z_channels, 1) if quant else None
 
     @property
     def dtype(self) -> torch.dtype:
         """The dtype the forward runs in (that of the weights)."""
-        return self.quant_conv.weight.dtype
+        return self.encoder.conv_in.weight.dtype
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Encode images to the diagonal Gaussian posterior (Kingma & Welling 2014).
@@ -238,14 +241,17 @@ class AutoencoderKL(nn.Module):
         Returns:
             (mean, logvar), each [B, embed_dim, H/f, W/f] in the weights' dtype; raw VAE latent space.
         """
-        moments = self.quant_conv(self.encoder(x.to(self.dtype)))  # (B, 2·embed_dim, h, w)
+        moments = self.encoder(x.to(self.dtype))  # (B, 2·z, h, w)
+        if self.quant_conv is not None:
+            moments = self.quant_conv(moments)  # (B, 2·embed_dim, h, w)
         mean, logvar = moments.chunk(2, dim=1)
         # The reference clamps the log-variance so exp() stays finite in fp16.
         return mean, logvar.clamp(-30.0, 20.0)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Decode raw VAE latents [B, embed_dim, h, w] to images [B, out_channels, h·f, w·f] (about [-1, 1])."""
-        return self.decoder(self.post_quant_conv(z.to(self.dtype)))
+        z = z.to(self.dtype)
+        return self.decoder(self.post_quant_conv(z) if self.post_quant_conv is not None else z)
 
     def decode_tiled(self, z: torch.Tensor, *, tile: int = 64, overlap: int = 16) -> torch.Tensor:
         """Decode in overlapping latent tiles, blended linearly, to bound memory on large images.

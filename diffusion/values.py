@@ -61,6 +61,9 @@ class CondEntry:
     mask_strength  multiplies the mask
     start_percent / end_percent   the part of the sampling schedule (0 = first step, 1 = last) it is active in
     extra          family-specific values (e.g. SDXL "width"/"height"/"crop_w"/"crop_h"/"target_width"/...)
+    control        None, or the ControlNet / T2I-adapter chain applied to this entry (controlnet.AppliedControl)
+    control_apply_to_uncond  the control also applies to negative entries without one (ControlNetApply, the old
+                   node, sets it on the positive only)
     """
 
     cross_attn: torch.Tensor
@@ -73,6 +76,8 @@ class CondEntry:
     start_percent: float = 0.0
     end_percent: float = 1.0
     extra: Mapping[str, Any] = field(default_factory=dict)
+    control: Any = None
+    control_apply_to_uncond: bool = False
 
     def replace(self, **changes: Any) -> CondEntry:
         return replace(self, **changes)

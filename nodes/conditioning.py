@@ -23,8 +23,13 @@ def encode_prompt(ctx: RunContext, clip: Clip, text: str) -> Conditioning:
     """Encode a prompt (ComfyUI weighting syntax, embedding:name) with this CLIP handle's layer and patches."""
     models = ctx.services.models
     lookup = folder_embedding_lookup(ctx.services.folders.search_dirs("embeddings"))
+    if clip.family.prediction == "flow":  # Flux / SD3: T5 + CLIP (nodes/model_parts.py)
+        from nodes.model_parts import encode_flow
+
+        return encode_flow(ctx, clip, {"clip_l": text, "clip_g": text, "t5xxl": text})
     with torch.inference_mode(), ExitStack() as stack:
-        stack.enter_context(models.on_device(*clip.modules))
+        if not clip.cpu_only:
+            stack.enter_context(models.on_device(*clip.modules))
         stack.enter_context(applied_to_clip(clip))
         encoded = encode_text(text, encoders=[(e.slot, e.module) for e in clip.encoders], tokenizer=clip.tokenizer,
                               stop_at_clip_layer=clip.stop_at_clip_layer, embedding_lookup=lookup)

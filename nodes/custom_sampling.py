@@ -23,7 +23,7 @@ from diffusion.sampling_values import Noise, Sampler
 from diffusion.sampling_values import RandomNoise as SeededNoise
 from nodes.context import RunContext
 from nodes.inputs import SEED_MAX, Boolean, Combo, Float, Int, Link
-from nodes.ksampler import extra_conds_for, sample_on_model
+from nodes.ksampler import extra_conds_for, sample_on_model, to_model_space, to_raw_space
 from nodes.registry import Node, Output
 from nodes.types import Conditioning, Latent
 
@@ -40,7 +40,9 @@ def sample_custom(ctx: RunContext, *, noise: Noise, guider: BaseGuider, sampler:
 
     def run(start: Tensor, device: torch.device, on_step) -> Tensor:  # type: ignore[no-untyped-def]
         return guider.sample(noise_tensor, start, sampler, sigmas.to(device), seed=noise.seed,
-                             extra_conds=extra_conds_for(model), denoise_mask=latent.noise_mask, callback=on_step)
+                             extra_conds=extra_conds_for(model, latent_image=start, denoise_mask=latent.noise_mask,
+                                                         seed=noise.seed),
+                             denoise_mask=latent.noise_mask, callback=on_step)
 
     settings = ctx.services.settings
     result = sample_on_model(models=ctx.services.models, model=model, latent=latent, total_steps=len(sigmas) - 1,
@@ -143,13 +145,13 @@ class AddNoise(Node):
         if len(sigmas) == 0:
             return (latent_image,)
         samples = latent_image.samples
-        scale = model.family.latent_scale_factor
         sigma = torch.abs(sigmas[0] - sigmas[-1]) if len(sigmas) > 1 else sigmas[0]
         start = samples.float()
-        if torch.count_nonzero(start) > 0:  # an empty latent stays unscaled
-            start = start * scale
+        if torch.count_nonzero(start) > 0:  # an empty latent stays as it is (ComfyUI skips process_latent_in)
+            start = to_model_space(model, start)
         unit = noise.generate_noise(latent_image).to(device=start.device, dtype=torch.float32)
-        noisy = model.sampling.noise_scaling(sigma.to(start.device), unit, start, max_denoise=False) / scale
+        noisy = to_raw_space(model, model.sampling.noise_scaling(sigma.to(start.device), unit, start,
+                                                                 max_denoise=False))
         return (latent_image.replace(samples=torch.nan_to_num(noisy, nan=0.0, posinf=0.0, neginf=0.0)),)
 
 

@@ -33,7 +33,7 @@ from nodes.context import RunContext
 from nodes.inputs import SEED_MAX, Combo, Float, Int, Link
 from nodes.inspect_frames import (InspectInputError, crop_to_multiple, decode_latents, eps_image, eps_images,
                                   error_image, temp_refs, viewable)
-from nodes.ksampler import SamplingRequest, extra_conds_for, model_ready, sample
+from nodes.ksampler import SamplingRequest, extra_conds_for, model_ready, sample, to_model_space, to_raw_space
 from nodes.registry import Node, Output, Result
 from nodes.schedule_chart import draw_sigma_chart
 from nodes.types import Conditioning, Latent
@@ -226,24 +226,26 @@ class NoiseToTimestep(Node):
             latent = Latent(encode_images(ctx.services.models, vae, pixels))
         clean = latent.samples.float().cpu()
         noise = initial_noise(tuple(clean.shape), seed, batch_index=latent.batch_index)
-        sampling, scale = model.sampling, model.family.latent_scale_factor
-        zeros = torch.zeros_like(clean)
+        sampling = model.sampling
+        # KSampler's model space (scale, and Flux / SD3's shift); an all-zero latent stays zero, as there.
+        model_clean = to_model_space(model, clean) if torch.count_nonzero(clean) > 0 else clean
 
-        def noise_term(level: float) -> Tensor:  # model space
-            return sampling.noise_scaling(level, noise, zeros, max_denoise=sampling.reaches_max(level))
+        def noised_at(level: float) -> Tensor:  # model space: KSampler's noise_scaling of the clean latent
+            return sampling.noise_scaling(level, noise, model_clean, max_denoise=sampling.reaches_max(level))
 
         levels = [float(s) for s in schedule.flip(0)]  # frame order: 0 (clean) .. the largest σ
-        frames = decode_latents(ctx, vae, model, [viewable(clean[0] * scale + noise_term(s)[0], s) for s in levels])
+        frames = decode_latents(ctx, vae, model, [viewable(noised_at(s)[0], s) for s in levels])
         if pixels is not None:
             frames[0] = pixels[0].cpu()  # the clean frame is the input image itself, not its VAE round trip
         used = float(sigma) if sigma > 0 else levels[step]
         selected = int(np.argmin([abs(s - used) for s in levels])) if sigma > 0 else step
         if used == 0.0:
             noised = latent.samples
-            picture = pixels if pixels is not None else decode_latents(ctx, vae, model, list(clean * scale))
+            picture = pixels if pixels is not None else decode_latents(ctx, vae, model, list(model_clean))
         else:
-            noised = (clean + noise_term(used) / scale).to(latent.samples.device)
-            picture = decode_latents(ctx, vae, model, [viewable(x * scale, used) for x in noised.float().cpu()])
+            noised_model = noised_at(used)
+            noised = to_raw_space(model, noised_model).to(latent.samples.device)
+            picture = decode_latents(ctx, vae, model, [viewable(x, used) for x in noised_model])
         refs = temp_refs(ctx, frames, "noising")
         # ui: {"noising": [{steps: N, sigmas: N + 1 floats in frame order (0 first, the largest last), selected,
         #      frames: [{step: i, sigma: sigmas[i], image: ref}] for i in 0..N}]}
@@ -295,8 +297,7 @@ class DenoiseOnce(Node):
         sample(models=ctx.services.models, model=model, latent=latent_image, positive=positive, negative=negative,
                request=request, progress=ctx.progress, previews=False, observer=recorder)
         [record] = recorder.records
-        x0 = latent_image.replace(samples=(record.x0 / model.family.latent_scale_factor).to(
-            latent_image.samples.device))
+        x0 = latent_image.replace(samples=to_raw_space(model, record.x0).to(latent_image.samples.device))
         decoded = decode_latents(ctx, vae, model, [viewable(record.x[0], level)] + list(record.x0))
         eps_map = eps_image(record.eps[0], vae.downscale)[None]
         x0_refs = temp_refs(ctx, decoded[1:2], "denoise_once_x0")
@@ -362,8 +363,7 @@ class TrainingStep(Node):
         if not 0 <= t < len(sampling.sigmas):
             raise InspectInputError(f"t must be between 0 and {len(sampling.sigmas) - 1}, got {t}")
         models = ctx.services.models
-        scale = model.family.latent_scale_factor
-        clean = encode_images(models, vae, crop_to_multiple(image, vae.downscale)).float().cpu() * scale
+        clean = to_model_space(model, encode_images(models, vae, crop_to_multiple(image, vae.downscale)).float().cpu())
         noise = initial_noise(tuple(clean.shape), seed)
         level = float(sampling.sigmas[t])
         x = clean + level * noise

@@ -23,6 +23,7 @@ from torch import Tensor
 from diffusion.handles import Model, Vae
 from nodes.context import RunContext
 from nodes.image import PREVIEW_COMPRESS_LEVEL, PREVIEW_SUFFIX_LETTERS, save_images
+from nodes.ksampler import to_raw_space
 from nodes.vae_ops import decode_images
 
 EPS_RANGE = 3.0  # ε̂ maps: −EPS_RANGE .. +EPS_RANGE spans black .. full colour
@@ -72,10 +73,11 @@ def viewable(x: Tensor, sigma: float) -> Tensor:
 
 
 def decode_latents(ctx: RunContext, vae: Vae, model: Model, latents: Sequence[Tensor]) -> Tensor:
-    """Model-space latents [C, h, w] -> images [N, H, W, 3] (one batched decode)."""
+    """Model-space latents [C, h, w] -> images [N, H, W, 3] (one batched decode; the family's scale and shift
+    undone as ksampler.to_raw_space does)."""
     if not latents:
         return torch.zeros((0, 1, 1, 3))
-    raw = torch.stack([t.float().cpu() for t in latents]) / model.family.latent_scale_factor
+    raw = to_raw_space(model, torch.stack([t.float().cpu() for t in latents]))
     return decode_images(ctx.services.models, vae, raw, check_interrupted=ctx.check_interrupted).cpu()
 
 

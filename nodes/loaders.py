@@ -12,6 +12,7 @@ import torch
 from diffusion.checkpoint import LoadedCheckpoint, load_checkpoint, load_vae_file
 from diffusion.handles import Clip, Model, Vae, checkpoint_handles, vae_handle
 from diffusion.lora import LoraFile, apply_lora, load_lora_file
+from diffusion.model_files import is_flow_checkpoint
 from diffusion.previews import family_latent_rgb, latent_rgb_from_metadata
 from diffusion.safetensors_io import read_header
 from nodes.context import RunContext
@@ -60,6 +61,10 @@ class CheckpointLoaderSimple(Node):
     def run(cls, ctx: RunContext, ckpt_name: str) -> tuple[Model, Clip | None, Vae | None]:
         path = ctx.services.folders.model_path("checkpoints", ckpt_name)
         models = ctx.services.models
+        if is_flow_checkpoint(read_header(path).shapes):  # Flux / SD3 single files (nodes/model_parts.py)
+            from nodes.model_parts import load_flow_checkpoint_handles
+
+            return load_flow_checkpoint_handles(ctx, path)
         loaded = models.load(path, "checkpoint", _load_checkpoint)
         latent_rgb = latent_rgb_from_metadata(read_header(path).metadata) or family_latent_rgb(loaded.family.name)
         model, clip, vae = checkpoint_handles(loaded, tokenizer=models.tokenizer(),

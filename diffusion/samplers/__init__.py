@@ -9,6 +9,13 @@ CFG++ samplers of the Euler and DPM-Solver++ families, and how samplers receive 
 ``seeds.py`` (seeds_2, seeds_3, exp_heun_2_x0[_sde]), ``ipndm.py`` (ipndm, ipndm_v), ``deis.py``,
 ``res_multistep.py``, ``gradient_estimation.py``, ``er_sde.py``, ``sa_solver.py`` (sa_solver, sa_solver_pece),
 ``common.py`` (shared types and math).
+
+Model kind: a denoiser may carry its noise table as ``model.model_sampling`` (sampling_pipeline.SamplingDenoiser
+does). Where ComfyUI's samplers branch on a CONST (rectified-flow) model sampling, ours read it
+(common.model_sampling_of / is_flow): euler_ancestral, dpm_2_ancestral and dpmpp_2s_ancestral take the RF
+formulas; the SDE / log-SNR samplers (dpmpp_sde, dpmpp_2m_sde, dpmpp_3m_sde, er_sde, seeds_2/3, exp_heun_2_x0*,
+sa_solver) use lambda = log((1 − σ)/σ) and offset a first σ of 1; lcm re-noises with noise_scaling and
+euler_ancestral_cfg_pp uses alpha = 1 − σ. A bare function has no table and is sampled as a discrete model.
 """
 
 from __future__ import annotations

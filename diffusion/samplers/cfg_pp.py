@@ -36,6 +36,8 @@ from diffusion.samplers.common import (
     ancestral_step,
     call_model,
     exp_neg,
+    half_log_snr,
+    model_sampling_of,
     neg_log,
     report,
     step_noise,
@@ -83,14 +85,10 @@ def publish_uncond(uncond: Tensor) -> None:
         capture.record(uncond)
 
 
-def half_log_snr(sigma: Tensor) -> Tensor:
-    """lambda = log(alpha / sigma) of a VE (eps/v) model, whose alpha is 1: −log sigma."""
-    return neg_log(sigma)
-
-
-def alpha_of(sigma: Tensor) -> Tensor:
-    """alpha = sigma·exp(lambda): 1 for VE models, computed the way ComfyUI does (float32 rounding included)."""
-    return sigma * half_log_snr(sigma).exp()
+def alpha_of(sigma: Tensor, model_sampling: object | None = None) -> Tensor:
+    """alpha = sigma·exp(lambda): 1 for VE models, 1 − σ for flow ones, computed the way ComfyUI does (float32
+    rounding included; lambda is common.half_log_snr)."""
+    return sigma * half_log_snr(sigma, model_sampling).exp()
 
 
 @torch.no_grad()
@@ -110,6 +108,7 @@ def sample_euler_ancestral_cfg_pp(
     prediction's noise direction (Chung et al. 2024, Algorithm 2 with the ancestral eta of Song et al. 2021)."""
     adds_noise = eta > 0 and s_noise > 0
     noise_sampler = step_noise(x, noise_sampler, seed) if adds_noise else None
+    sampling = model_sampling_of(model)  # a flow model's alpha is 1 − σ (ComfyUI's lambda_fn of the model sampling)
     steps = len(sigmas) - 1
     with capture_uncond() as uncond:
         for i in range(steps):
@@ -119,7 +118,7 @@ def sample_euler_ancestral_cfg_pp(
             if sigmas[i + 1] == 0:
                 x = denoised
                 continue
-            alpha_s, alpha_t = alpha_of(sigmas[i]), alpha_of(sigmas[i + 1])
+            alpha_s, alpha_t = alpha_of(sigmas[i], sampling), alpha_of(sigmas[i + 1], sampling)
             d = to_d(x, sigmas[i], alpha_s * uncond_denoised)  # the unconditional noise direction
             sigma_down, sigma_up = ancestral_step(sigmas[i] / alpha_s, sigmas[i + 1] / alpha_t, eta)
             x = alpha_t * denoised + (alpha_t * sigma_down) * d

@@ -76,9 +76,10 @@ def ancestral_step(sigma_from: Tensor, sigma_to: Tensor, eta: float = 1.0) -> tu
     """
     if not eta:
         return sigma_to, torch.zeros_like(sigma_to)
-    sigma_up = torch.minimum(
-        sigma_to, eta * (sigma_to**2 * (sigma_from**2 - sigma_to**2) / sigma_from**2) ** 0.5
-    )
+    sigma_up = eta * (sigma_to**2 * (sigma_from**2 - sigma_to**2) / sigma_from**2) ** 0.5
+    # Python's min(sigma_to, sigma_up), as k-diffusion takes it: sigma_to unless sigma_up is smaller, so a NaN
+    # sigma_up (sigma_from infinite: euler_ancestral_cfg_pp at a flow model's σ 1, where alpha is 0) gives sigma_to.
+    sigma_up = torch.where(sigma_up < sigma_to, sigma_up, sigma_to)
     sigma_down = (sigma_to**2 - sigma_up**2) ** 0.5
     return sigma_down, sigma_up
 
@@ -115,6 +116,64 @@ def brownian_noise(x: Tensor, sigmas: Tensor, noise_sampler: NoiseSampler | None
     if seed is None:
         raise MissingNoiseError("this SDE sampler needs a noise_sampler or a seed for its Brownian tree")
     return BrownianNoiseSampler(x, sigmas[sigmas > 0].min(), sigmas.max(), seed)
+
+
+# ---- the model's sampling kind (ComfyUI branches on ``isinstance(model_sampling, CONST)``) ------------------------
+# A denoiser may carry its noise table as ``model.model_sampling`` (sampling_pipeline.run_denoiser's SamplingDenoiser
+# does; ComfyUI reads ``model.inner_model.model_patcher.get_model_object("model_sampling")``). A bare denoiser
+# function has none and is treated as a discrete (VE: eps / v) model, so such callers see no change.
+FIRST_SIGMA_OFFSET_PERCENT = 1e-4
+"""ComfyUI's offset_first_sigma_for_snr: a flow schedule starting at sigma 1 (log-SNR −inf) starts at this percent."""
+
+
+def model_sampling_of(model: object) -> Any | None:
+    """The noise table a denoiser carries (``model.model_sampling``), or None for a bare denoiser function."""
+    return getattr(model, "model_sampling", None)
+
+
+def is_flow(model_sampling: object | None) -> bool:
+    """Whether the model is a rectified-flow one (ComfyUI's CONST model sampling: x_σ = (1 − σ)·x0 + σ·noise)."""
+    return getattr(model_sampling, "prediction", None) == "flow"
+
+
+def half_log_snr(sigma: Tensor, model_sampling: object | None = None) -> Tensor:
+    """lambda = log(alpha / sigma): −log σ for discrete (VE) models, log((1 − σ) / σ) = −logit σ for flow ones
+    (ComfyUI's sigma_to_half_log_snr)."""
+    if is_flow(model_sampling):
+        return sigma.logit().neg()
+    return sigma.log().neg()
+
+
+def sigma_of_half_log_snr(lam: Tensor, model_sampling: object | None = None) -> Tensor:
+    """The inverse of half_log_snr: e^−lambda, or sigmoid(−lambda) for flow models (half_log_snr_to_sigma)."""
+    if is_flow(model_sampling):
+        return lam.neg().sigmoid()
+    return lam.neg().exp()
+
+
+def offset_first_sigma(sigmas: Tensor, model_sampling: object | None,
+                       percent_offset: float = FIRST_SIGMA_OFFSET_PERCENT) -> Tensor:
+    """A flow schedule whose first sigma is >= 1 (infinite log-SNR) starts at percent_to_sigma(1e-4) instead; other
+    schedules come back as they are (ComfyUI's offset_first_sigma_for_snr; a copy, the input is not changed)."""
+    if len(sigmas) <= 1 or not is_flow(model_sampling) or not sigmas[0] >= 1:
+        return sigmas
+    sigmas = sigmas.clone()
+    sigmas[0] = model_sampling.percent_to_sigma(percent_offset)  # type: ignore[union-attr]
+    return sigmas
+
+
+def flow_ancestral_step(sigma: Tensor, sigma_next: Tensor, eta: float) -> tuple[Tensor, Tensor, Tensor]:
+    """The rectified-flow ancestral split of a step sigma -> sigma_next (ComfyUI's *_ancestral_RF samplers).
+
+    Returns (sigma_down, alpha_ratio, renoise): step deterministically down to sigma_down = sigma_next·(1 +
+    (sigma_next/sigma − 1)·eta), then x ← alpha_ratio·x + renoise·noise with alpha_ratio = (1 − sigma_next) /
+    (1 − sigma_down) lands back on the straight path at sigma_next.
+    """
+    sigma_down = sigma_next * (1 + (sigma_next / sigma - 1) * eta)
+    alpha_next = 1 - sigma_next
+    alpha_down = 1 - sigma_down
+    renoise = (sigma_next**2 - sigma_down**2 * alpha_next**2 / alpha_down**2) ** 0.5
+    return sigma_down, alpha_next / alpha_down, renoise
 
 
 def neg_log(sigma: Tensor) -> Tensor:

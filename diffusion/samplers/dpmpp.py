@@ -3,7 +3,9 @@
 Lu et al. 2022b, "DPM-Solver++: Fast Solver for Guided Sampling of Diffusion Probabilistic Models". The SDE
 variants read their noise from one Brownian path (``noise_sampler`` or a seeded Brownian tree) and are written in
 the half log-SNR lambda = log(alpha / sigma) = −log sigma with alpha = sigma·e^lambda: 1 for these models, but kept
-in the formulas as ComfyUI evaluates them, so the float32 results are its own bit for bit.
+in the formulas as ComfyUI evaluates them, so the float32 results are its own bit for bit. On a rectified-flow model
+(``model.model_sampling`` a flow table, ComfyUI's CONST) lambda = log((1 − σ)/σ) and alpha = 1 − σ, and a schedule
+starting at σ 1 starts just below it (common.offset_first_sigma), as ComfyUI 0.8.0's SDE samplers do.
 """
 
 from __future__ import annotations
@@ -22,8 +24,12 @@ from diffusion.samplers.common import (
     brownian_noise,
     call_model,
     exp_neg,
+    half_log_snr,
+    model_sampling_of,
     neg_log,
+    offset_first_sigma,
     report,
+    sigma_of_half_log_snr,
 )
 
 
@@ -72,6 +78,8 @@ def sample_dpmpp_sde(
     if len(sigmas) <= 1:
         return x
     noise_sampler = brownian_noise(x, sigmas, noise_sampler, seed)
+    sampling = model_sampling_of(model)
+    sigmas = offset_first_sigma(sigmas, sampling)
     steps = len(sigmas) - 1
     for i in range(steps):
         denoised = call_model(model, x, sigmas[i], extra_args)
@@ -79,11 +87,11 @@ def sample_dpmpp_sde(
         if sigmas[i + 1] == 0:
             x = denoised
             continue
-        lambda_s, lambda_t = neg_log(sigmas[i]), neg_log(sigmas[i + 1])
+        lambda_s, lambda_t = half_log_snr(sigmas[i], sampling), half_log_snr(sigmas[i + 1], sampling)
         h = lambda_t - lambda_s
         lambda_s_1 = lambda_s + r * h
         fac = 1 / (2 * r)
-        sigma_s_1 = exp_neg(lambda_s_1)
+        sigma_s_1 = sigma_of_half_log_snr(lambda_s_1, sampling)
         alpha_s = sigmas[i] * lambda_s.exp()
         alpha_s_1 = sigma_s_1 * lambda_s_1.exp()
         alpha_t = sigmas[i + 1] * lambda_t.exp()
@@ -126,6 +134,8 @@ def sample_dpmpp_2m_sde(
     if len(sigmas) <= 1:
         return x
     noise_sampler = brownian_noise(x, sigmas, noise_sampler, seed)
+    sampling = model_sampling_of(model)
+    sigmas = offset_first_sigma(sigmas, sampling)
     steps = len(sigmas) - 1
     old_denoised: Tensor | None = None
     h_last: Tensor | None = None
@@ -135,7 +145,7 @@ def sample_dpmpp_2m_sde(
         if sigmas[i + 1] == 0:
             x = denoised  # the final step: the solution at sigma 0 is D itself
         else:
-            lambda_s, lambda_t = neg_log(sigmas[i]), neg_log(sigmas[i + 1])
+            lambda_s, lambda_t = half_log_snr(sigmas[i], sampling), half_log_snr(sigmas[i + 1], sampling)
             h = lambda_t - lambda_s
             h_eta = h * (eta + 1)
             alpha_t = sigmas[i + 1] * lambda_t.exp()
@@ -171,6 +181,8 @@ def sample_dpmpp_3m_sde(
     if len(sigmas) <= 1:
         return x
     noise_sampler = brownian_noise(x, sigmas, noise_sampler, seed)
+    sampling = model_sampling_of(model)
+    sigmas = offset_first_sigma(sigmas, sampling)
     steps = len(sigmas) - 1
     denoised_1: Tensor | None = None
     denoised_2: Tensor | None = None
@@ -183,7 +195,7 @@ def sample_dpmpp_3m_sde(
         if sigmas[i + 1] == 0:
             x = denoised
         else:
-            lambda_s, lambda_t = neg_log(sigmas[i]), neg_log(sigmas[i + 1])
+            lambda_s, lambda_t = half_log_snr(sigmas[i], sampling), half_log_snr(sigmas[i + 1], sampling)
             h = lambda_t - lambda_s
             h_eta = h * (eta + 1)
             alpha_t = sigmas[i + 1] * lambda_t.exp()

@@ -3,7 +3,8 @@ Models", the VP data-prediction solver): a three-stage solver of the extended re
 shaped by a noise scaler; stage k adds the (k−1)-th divided difference of x0 weighted by integrals of the scaler,
 computed with a 200-point Riemann sum.
 
-Time variable: er_lambda = sigma / alpha (= sigma for VE models). Step noise is fresh per step (seeded CPU noise).
+Time variable: er_lambda = sigma / alpha (= sigma for VE models; σ / (1 − σ) for rectified-flow ones, whose schedule
+starts just below σ 1 as in ComfyUI, common.offset_first_sigma). Step noise is fresh per step (seeded CPU noise).
 """
 
 from __future__ import annotations
@@ -15,7 +16,16 @@ import torch
 from torch import Tensor
 
 from diffusion.noise import NoiseSampler
-from diffusion.samplers.common import DenoiserFn, StepCallback, call_model, report, step_noise
+from diffusion.samplers.common import (
+    DenoiserFn,
+    StepCallback,
+    call_model,
+    half_log_snr,
+    model_sampling_of,
+    offset_first_sigma,
+    report,
+    step_noise,
+)
 
 NoiseScaler = Callable[[Tensor], Tensor]
 
@@ -46,7 +56,9 @@ def sample_er_sde(
     scaler = er_sde_noise_scaler if noise_scaler is None else noise_scaler
     noise_sampler = step_noise(x, noise_sampler, seed) if s_noise > 0 else None
     points = torch.arange(0, _INTEGRATION_POINTS, dtype=torch.float32, device=x.device)
-    er_lambdas = sigmas.log().neg().neg().exp()  # sigma / alpha via the half log-SNR, as ComfyUI rounds it
+    sampling = model_sampling_of(model)
+    sigmas = offset_first_sigma(sigmas, sampling)
+    er_lambdas = half_log_snr(sigmas, sampling).neg().exp()  # sigma / alpha via the half log-SNR, as ComfyUI rounds it
     steps = len(sigmas) - 1
     old_denoised: Tensor | None = None
     old_denoised_d: Tensor | None = None

@@ -7,6 +7,10 @@ evaluation included (``corrector_order`` points). ``tau(sigma)`` sets the stocha
 between 20 % and 80 % of the model's noise schedule and 0 (the ODE) outside it. ``use_pece`` evaluates the corrected
 state again (predict-evaluate-correct-evaluate, twice the model calls). Orders are lowered near the end of a
 schedule that reaches sigma 0.
+
+On a rectified-flow model (``model.model_sampling`` a flow table, ComfyUI's CONST) lambda = log((1 − σ)/σ) and a
+schedule starting at σ 1 starts just below it (common.offset_first_sigma); a model that carries its table gets the
+default tau interval from that table's percent_to_sigma, as ComfyUI's sample_sa_solver does.
 """
 
 from __future__ import annotations
@@ -21,7 +25,16 @@ import torch
 from torch import Tensor
 
 from diffusion.noise import NoiseSampler
-from diffusion.samplers.common import DenoiserFn, StepCallback, call_model, neg_log, report, step_noise
+from diffusion.samplers.common import (
+    DenoiserFn,
+    StepCallback,
+    call_model,
+    half_log_snr,
+    model_sampling_of,
+    offset_first_sigma,
+    report,
+    step_noise,
+)
 
 TauFunction = Callable[[Tensor], float]
 
@@ -125,9 +138,13 @@ def sample_sa_solver(
     """SA-Solver predictor-corrector (predictor_order 1..6, corrector_order 0..6)."""
     if len(sigmas) <= 1:
         return x
-    tau_func = default_tau() if tau_func is None else tau_func
+    sampling = model_sampling_of(model)
+    if tau_func is None:
+        tau_func = default_tau() if sampling is None else SigmaIntervalTau(
+            sampling.percent_to_sigma(_SDE_START_PERCENT), sampling.percent_to_sigma(_SDE_END_PERCENT))
     noise_sampler = step_noise(x, noise_sampler, seed) if s_noise > 0 else None
-    lambdas = neg_log(sigmas)
+    sigmas = offset_first_sigma(sigmas, sampling)
+    lambdas = half_log_snr(sigmas, sampling)
     max_order = max(predictor_order, corrector_order)
     lower_order_to_end = float(sigmas[-1]) == 0
     steps = len(sigmas) - 1

@@ -5,6 +5,9 @@ noise of the stages of one step is correlated the way the exact Brownian increme
 
 exp_heun_2_x0 and exp_heun_2_x0_sde are SEEDS-2 with r = 1 and the phi_2 update: the exponential Heun method in
 data prediction, deterministic or stochastic.
+
+On a rectified-flow model (``model.model_sampling`` a flow table, ComfyUI's CONST) lambda = log((1 − σ)/σ) and
+alpha = 1 − σ, and a schedule starting at σ 1 starts just below it, as in ComfyUI (common.offset_first_sigma).
 """
 
 from __future__ import annotations
@@ -16,8 +19,17 @@ import torch
 from torch import Tensor
 
 from diffusion.noise import NoiseSampler
-from diffusion.samplers.cfg_pp import alpha_of, half_log_snr
-from diffusion.samplers.common import DenoiserFn, StepCallback, call_model, exp_neg, report, step_noise
+from diffusion.samplers.common import (
+    DenoiserFn,
+    StepCallback,
+    call_model,
+    half_log_snr,
+    model_sampling_of,
+    offset_first_sigma,
+    report,
+    sigma_of_half_log_snr,
+    step_noise,
+)
 
 SolverType = Literal["phi_1", "phi_2"]
 
@@ -57,6 +69,8 @@ def sample_seeds_2(
         raise ValueError(f"solver_type must be 'phi_1' or 'phi_2', got {solver_type!r}")
     inject = eta > 0 and s_noise > 0
     noise_sampler = step_noise(x, noise_sampler, seed) if inject else None
+    sampling = model_sampling_of(model)
+    sigmas = offset_first_sigma(sigmas, sampling)
     fac = 1 / (2 * r)
     steps = len(sigmas) - 1
     for i in range(steps):
@@ -65,13 +79,13 @@ def sample_seeds_2(
         if sigmas[i + 1] == 0:
             x = denoised
             continue
-        lambda_s, lambda_t = half_log_snr(sigmas[i]), half_log_snr(sigmas[i + 1])
+        lambda_s, lambda_t = half_log_snr(sigmas[i], sampling), half_log_snr(sigmas[i + 1], sampling)
         h = lambda_t - lambda_s
         h_eta = h * (eta + 1)
         lambda_s_1 = torch.lerp(lambda_s, lambda_t, r)
-        sigma_s_1 = exp_neg(lambda_s_1)
+        sigma_s_1 = sigma_of_half_log_snr(lambda_s_1, sampling)
         alpha_s_1 = sigma_s_1 * lambda_s_1.exp()
-        alpha_t = alpha_of(sigmas[i + 1])
+        alpha_t = sigmas[i + 1] * lambda_t.exp()
 
         x_2 = sigma_s_1 / sigmas[i] * (-r * h * eta).exp() * x - alpha_s_1 * h_phi_1(-r * h_eta) * denoised
         if noise_sampler is not None:
@@ -111,6 +125,8 @@ def sample_seeds_3(
     """SEEDS-3: stages at lambda_s + r_1·h and lambda_s + r_2·h, then the full step."""
     inject = eta > 0 and s_noise > 0
     noise_sampler = step_noise(x, noise_sampler, seed) if inject else None
+    sampling = model_sampling_of(model)
+    sigmas = offset_first_sigma(sigmas, sampling)
     steps = len(sigmas) - 1
     for i in range(steps):
         denoised = call_model(model, x, sigmas[i], extra_args)
@@ -118,15 +134,16 @@ def sample_seeds_3(
         if sigmas[i + 1] == 0:
             x = denoised
             continue
-        lambda_s, lambda_t = half_log_snr(sigmas[i]), half_log_snr(sigmas[i + 1])
+        lambda_s, lambda_t = half_log_snr(sigmas[i], sampling), half_log_snr(sigmas[i + 1], sampling)
         h = lambda_t - lambda_s
         h_eta = h * (eta + 1)
         lambda_s_1 = torch.lerp(lambda_s, lambda_t, r_1)
         lambda_s_2 = torch.lerp(lambda_s, lambda_t, r_2)
-        sigma_s_1, sigma_s_2 = exp_neg(lambda_s_1), exp_neg(lambda_s_2)
+        sigma_s_1 = sigma_of_half_log_snr(lambda_s_1, sampling)
+        sigma_s_2 = sigma_of_half_log_snr(lambda_s_2, sampling)
         alpha_s_1 = sigma_s_1 * lambda_s_1.exp()
         alpha_s_2 = sigma_s_2 * lambda_s_2.exp()
-        alpha_t = alpha_of(sigmas[i + 1])
+        alpha_t = sigmas[i + 1] * lambda_t.exp()
 
         x_2 = sigma_s_1 / sigmas[i] * (-r_1 * h * eta).exp() * x - alpha_s_1 * h_phi_1(-r_1 * h_eta) * denoised
         if noise_sampler is not None:

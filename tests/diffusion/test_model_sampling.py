@@ -115,5 +115,5 @@ def test_denoiser_feeds_scaled_input_and_discrete_timestep_and_applies_eps():
 
 
 def test_unknown_prediction_type_is_rejected():
-    with pytest.raises(ModelSamplingError, match="'x0'"):
-        DiscreteSampling.linear(prediction="x0")  # type: ignore[arg-type]
+    with pytest.raises(ModelSamplingError, match="'edm'"):
+        DiscreteSampling.linear(prediction="edm")  # type: ignore[arg-type]
