@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import inspect
 import math
-from collections.abc import Callable, Hashable, Mapping, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ContextManager
 
 import torch
 
@@ -27,6 +29,10 @@ from nodes.context import RunContext
 from nodes.inputs import Boolean, Combo, Float, Input, InputError, Int, Link, String
 from nodes.registry import HIDDEN_KINDS, NodeSpec, Output, Result
 from nodes.types import Area, CondEntry, Conditioning, Latent
+
+# The hidden input kinds ComfyUI passes to a node's function; an argument declared with any other kind is left out.
+COMFY_HIDDEN_KINDS = ("PROMPT", "DYNPROMPT", "EXTRA_PNGINFO", "UNIQUE_ID", "AUTH_TOKEN_COMFY_ORG",
+                      "API_KEY_COMFY_ORG")
 
 # CondEntry fields <-> ComfyUI conditioning option keys.
 _COND_KEYS = ("pooled_output", "area", "strength", "mask", "mask_strength", "set_area_to_bounds", "start_percent",
@@ -54,14 +60,33 @@ class LegacyCombo(Combo):
                          {"input_config": None if len(listed) > 20 else listed})
 
 
+@dataclass(frozen=True)
+class Boundary:
+    """What a custom node pack's functions see beyond LATENT and CONDITIONING (given by the custom-node loader):
+    to_comfy(value)          one of our values as ComfyUI's object (a MODEL handle as a ModelPatcher, ...)
+    from_comfy(kind, value)  a value a pack returned for an output of type `kind`, as ours
+    running(ctx)             a context entered around every call of the pack's code (its node run in progress)"""
+
+    to_comfy: Callable[[Any], Any] = lambda value: value
+    from_comfy: Callable[[str, Any], Any] = lambda kind, value: value
+    running: Callable[[RunContext], ContextManager[Any]] = lambda ctx: contextlib.nullcontext()
+
+
+PLAIN = Boundary()
+
+
 def adapt_legacy_node(name: str, cls: type, *, display_name: str | None = None,
-                      python_module: str = "custom_nodes") -> NodeSpec:
-    """The NodeSpec of a ComfyUI-style class registered under `name`. Raises LegacyNodeError when malformed."""
+                      python_module: str = "custom_nodes", boundary: Boundary = PLAIN) -> NodeSpec:
+    """The NodeSpec of a ComfyUI-style class registered under `name`. Raises LegacyNodeError when malformed.
+
+    A class whose FUNCTION names no method is still listed (ComfyUI lists it in /object_info); running it fails
+    with an error naming the problem."""
     input_types = _input_types(name, cls)
     return_types = _tuple_attr(name, cls, "RETURN_TYPES", required=True)
     function_name = getattr(cls, "FUNCTION", None)
+    function_problem = None
     if not isinstance(function_name, str) or not callable(getattr(cls, function_name, None)):
-        raise LegacyNodeError(name, f"FUNCTION {function_name!r} does not name a method of {cls.__name__}")
+        function_problem = f"FUNCTION {function_name!r} does not name a method of {cls.__name__}"
     return_names = _tuple_attr(name, cls, "RETURN_NAMES")
     output_is_list = _tuple_attr(name, cls, "OUTPUT_IS_LIST")
     tooltips = _tuple_attr(name, cls, "OUTPUT_TOOLTIPS")
@@ -75,20 +100,38 @@ def adapt_legacy_node(name: str, cls: type, *, display_name: str | None = None,
     for section, optional in (("required", False), ("optional", True)):
         for input_name, entry in (input_types.get(section) or {}).items():
             declared.append(_declaration(name, cls, section, input_name, entry, optional=optional))
-    hidden_all = {str(arg): str(kind) for arg, kind in (input_types.get("hidden") or {}).items()}
+    hidden_all = {str(arg): _hidden_kind(kind) for arg, kind in (input_types.get("hidden") or {}).items()}
+    hidden_all = {arg: kind for arg, kind in hidden_all.items() if kind in COMFY_HIDDEN_KINDS}
     hidden = {arg: kind for arg, kind in hidden_all.items() if kind in HIDDEN_KINDS}
     input_is_list = bool(getattr(cls, "INPUT_IS_LIST", False))
+    convert_in = _converter(boundary)
 
-    def call(ctx: RunContext, inputs: dict[str, Any]) -> Result:
-        arguments = {key: to_comfy_value(value) for key, value in inputs.items()}
+    def call(ctx: RunContext, inputs: dict[str, Any]) -> Result | Awaitable[Result]:
+        if function_problem is not None:
+            raise LegacyNodeError(name, function_problem)
+        arguments = {key: convert_in(value) for key, value in inputs.items()}
         _fill_hidden(arguments, hidden_all, ctx)
-        instance = _instantiate(name, cls)
-        returned = _await(getattr(instance, function_name)(**arguments))
-        return _result(name, returned, outputs)
+        with boundary.running(ctx):
+            instance = _instantiate(name, cls)
+            try:
+                returned = getattr(instance, function_name)(**arguments)
+            except SystemExit as error:  # a pack's exit() must fail its node, not end the worker thread
+                raise LegacyNodeError(name, f"called exit({error.code!r})") from None
+        if inspect.isawaitable(returned):  # an async function: the executor awaits it on the worker's loop
+            return _finish(ctx, returned)
+        return _result(name, returned, outputs, boundary)
 
-    fingerprint = _fingerprint(name, cls, hidden_all, input_is_list)
-    check_lazy = _check_lazy(name, cls, declared, hidden_all) if callable(getattr(cls, "check_lazy_status", None)) \
-        else None
+    async def _finish(ctx: RunContext, pending: Any) -> Result:
+        with boundary.running(ctx):
+            try:
+                returned = await pending
+            except SystemExit as error:
+                raise LegacyNodeError(name, f"called exit({error.code!r})") from None
+        return _result(name, returned, outputs, boundary)
+
+    fingerprint = _fingerprint(name, cls, hidden_all, input_is_list, boundary)
+    check_lazy = _check_lazy(name, cls, declared, hidden_all, boundary) \
+        if callable(getattr(cls, "check_lazy_status", None)) else None
     validate = _validate(name, cls) if callable(getattr(cls, "VALIDATE_INPUTS", None)) else None
 
     def raw_input_types() -> Mapping[str, Any]:
@@ -109,12 +152,30 @@ def adapt_legacy_node(name: str, cls: type, *, display_name: str | None = None,
         fingerprint=fingerprint,
         check_lazy=check_lazy,
         validate=validate,
+        **_validate_contract(cls),
         python_module=python_module,
         deprecated=bool(getattr(cls, "DEPRECATED", False)),
         experimental=bool(getattr(cls, "EXPERIMENTAL", False)),
         search_aliases=tuple(str(a) for a in getattr(cls, "SEARCH_ALIASES", ()) or ()),
         raw_input_types=raw_input_types,
     )
+
+
+def _hidden_kind(kind: Any) -> str:
+    """A hidden input's kind: "PROMPT" or ("PROMPT",) or ("PROMPT", {...}) as packs write it."""
+    if isinstance(kind, (tuple, list)) and kind:
+        kind = kind[0]
+    return str(kind)
+
+
+def _converter(boundary: Boundary) -> Callable[[Any], Any]:
+    def convert(value: Any) -> Any:
+        value = to_comfy_value(value)
+        if isinstance(value, list):
+            return [boundary.to_comfy(item) for item in value]
+        return boundary.to_comfy(value)
+
+    return convert
 
 
 # ---- input declarations -----------------------------------------------------------------------------------------
@@ -245,27 +306,40 @@ async def _as_coroutine(awaitable: Any) -> Any:
     return await awaitable
 
 
-def _result(name: str, returned: Any, outputs: tuple[Output, ...]) -> Result:
-    ui = None
+def _result(name: str, returned: Any, outputs: tuple[Output, ...], boundary: Boundary = PLAIN) -> Result:
+    ui = expand = None
     if isinstance(returned, Mapping):
-        if "expand" in returned:
-            raise LegacyNodeError(name, "returned a graph expansion ('expand'), which is not supported")
         ui = returned.get("ui")
+        expand = returned.get("expand")  # a graph that runs in the node's place (the executor's expansion)
         returned = returned.get("result", ())
     if returned is None:
         returned = ()
     if not isinstance(returned, (tuple, list)):
         raise LegacyNodeError(name, f"returned {type(returned).__name__}; expected a tuple or "
                                     f"{{'ui': ..., 'result': ...}}")
-    if returned and len(returned) != len(outputs):
-        raise LegacyNodeError(name, f"returned {len(returned)} values for {len(outputs)} declared outputs")
-    values = tuple(_from_comfy_output(name, output, value) for output, value in zip(outputs, returned))
-    return Result(values=values, ui=ui)
+    if returned and len(returned) < len(outputs):  # as ComfyUI: the missing outputs are None
+        returned = (*returned, *[None] * (len(outputs) - len(returned)))
+    values = tuple(value if expand is not None and _is_link(value)  # a link into the expansion stays one
+                   else _from_comfy_output(name, output, value, boundary) for output, value in zip(outputs, returned))
+    return Result(values=values, ui=ui, expand=expand)
 
 
-def _from_comfy_output(name: str, output: Output, value: Any) -> Any:
+def _is_link(value: Any) -> bool:
+    """ComfyUI's link test (an expansion's outputs are links into it)."""
+    return (isinstance(value, list) and len(value) == 2 and isinstance(value[0], str)
+            and isinstance(value[1], (int, float)) and not isinstance(value[1], bool))
+
+
+def _from_comfy_output(name: str, output: Output, value: Any, boundary: Boundary = PLAIN) -> Any:
     if output.type not in ("LATENT", "CONDITIONING"):
-        return value
+        if boundary is PLAIN or value is None:
+            return value
+        try:
+            if output.is_list and isinstance(value, list):
+                return [boundary.from_comfy(output.type, item) for item in value]
+            return boundary.from_comfy(output.type, value)
+        except (TypeError, ValueError) as error:
+            raise LegacyNodeError(name, f"output {output.name or output.type}: {error}") from error
     convert = from_comfy_latent if output.type == "LATENT" else from_comfy_conditioning
     try:
         if output.is_list:
@@ -275,7 +349,7 @@ def _from_comfy_output(name: str, output: Output, value: Any) -> Any:
         raise LegacyNodeError(name, f"output {output.name or output.type}: {error}") from error
 
 
-def _fingerprint(name: str, cls: type, hidden: Mapping[str, str], input_is_list: bool
+def _fingerprint(name: str, cls: type, hidden: Mapping[str, str], input_is_list: bool, boundary: Boundary = PLAIN
                  ) -> Callable[[RunContext, dict[str, Any]], Hashable] | None:
     is_changed = getattr(cls, "IS_CHANGED", None)
     not_idempotent = bool(getattr(cls, "NOT_IDEMPOTENT", False))
@@ -289,7 +363,8 @@ def _fingerprint(name: str, cls: type, hidden: Mapping[str, str], input_is_list:
             _fill_hidden(arguments, hidden, ctx)
             if input_is_list:
                 arguments = {key: [value] for key, value in arguments.items()}
-            changed = _await(is_changed(**_accepted(is_changed, arguments)))
+            with boundary.running(ctx):
+                changed = _await(is_changed(**_accepted(is_changed, arguments)))
             if isinstance(changed, float) and math.isnan(changed):
                 return changed  # ComfyUI's "always changed": the executor re-runs the node every time
             parts.append(_hashable(changed))
@@ -308,16 +383,18 @@ def _hashable(value: Any) -> Hashable:
     return value
 
 
-def _check_lazy(name: str, cls: type, declared: Sequence[Input], hidden: Mapping[str, str]
-                ) -> Callable[[RunContext, dict[str, Any]], Sequence[str]]:
+def _check_lazy(name: str, cls: type, declared: Sequence[Input], hidden: Mapping[str, str],
+                boundary: Boundary = PLAIN) -> Callable[[RunContext, dict[str, Any]], Sequence[str]]:
     lazy_names = [i.name for i in declared if i.lazy]
 
     def check_lazy(ctx: RunContext, available: dict[str, Any]) -> Sequence[str]:
-        arguments = {key: to_comfy_value(value) for key, value in available.items()}
+        convert = _converter(boundary)
+        arguments = {key: convert(value) for key, value in available.items()}
         for lazy in lazy_names:
             arguments.setdefault(lazy, None)  # ComfyUI passes None for lazy inputs not evaluated yet
         _fill_hidden(arguments, hidden, ctx)
-        needed = _await(_instantiate(name, cls).check_lazy_status(**arguments))
+        with boundary.running(ctx):
+            needed = _await(_instantiate(name, cls).check_lazy_status(**arguments))
         if needed is None:
             return []
         return [needed] if isinstance(needed, str) else [str(n) for n in needed]
@@ -331,11 +408,25 @@ def _validate(name: str, cls: type) -> Callable[[dict[str, Any]], str | None]:
     def validate(literals: dict[str, Any]) -> str | None:
         arguments = dict(literals)
         if "input_types" in inspect.signature(method).parameters:
-            arguments["input_types"] = {}  # the types of linked inputs are not known at this point
-        verdict = method(**_accepted(method, arguments))
+            arguments.setdefault("input_types", {})  # {linked input: its type}, from the validator
+        verdict = _await(method(**_accepted(method, arguments)))
         return None if verdict is True else str(verdict)
 
     return validate
+
+
+def _validate_contract(cls: type) -> dict[str, Any]:
+    """What VALIDATE_INPUTS takes over from the built-in checks (NodeSpec.validate_takes...), from its signature."""
+    method = getattr(cls, "VALIDATE_INPUTS", None)
+    if not callable(method):
+        return {}
+    try:
+        parameters = inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        return {}
+    return {"validate_takes": frozenset(parameters),
+            "validate_takes_all": any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()),
+            "validate_types": "input_types" in parameters}
 
 
 def _accepted(function: Callable[..., Any], arguments: dict[str, Any]) -> dict[str, Any]:
@@ -441,5 +532,5 @@ def _area(value: Any) -> Area | None:
     raise ValueError(f"conditioning area {value!r} is neither (h, w, y, x) nor ('percentage', h, w, y, x)")
 
 
-__all__ = ["LegacyCombo", "LegacyNodeError", "adapt_legacy_node", "from_comfy_conditioning", "from_comfy_latent",
-           "to_comfy_conditioning", "to_comfy_latent", "to_comfy_value"]
+__all__ = ["COMFY_HIDDEN_KINDS", "Boundary", "LegacyCombo", "LegacyNodeError", "adapt_legacy_node",
+           "from_comfy_conditioning", "from_comfy_latent", "to_comfy_conditioning", "to_comfy_latent", "to_comfy_value"]

@@ -22,7 +22,8 @@ Nothing here imports torch: the server validates and schedules with specs alone.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+import inspect
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -47,14 +48,88 @@ class Output:
 @dataclass(frozen=True)
 class Result:
     """What a node run returns: the output values (one per slot) and, for output nodes, the `ui` dict that becomes
-    the `executed` websocket message and the history outputs (e.g. {"images": [{filename, subfolder, type}]})."""
+    the `executed` websocket message and the history outputs (e.g. {"images": [{filename, subfolder, type}]}).
+
+    expand   a graph that runs in the node's place (ComfyUI's graph expansion): an API prompt (what
+             `GraphBuilder.finalize()` gives) whose links may also name nodes of the running prompt. A value in
+             `values` may then be a link `[inner node id, slot]`: that output of the expansion becomes the node's.
+             The inner nodes are cached one by one and may expand again (loops without recursion)."""
 
     values: tuple[Any, ...] = ()
     ui: Mapping[str, Any] | None = None
+    expand: Mapping[str, Any] | None = None
+
+
+class GraphBuilder:
+    """Builds the graph a node returns as `Result(expand=...)`:
+
+        graph = GraphBuilder()
+        total = graph.node("Add", a=a_link, b=1)
+        shown = graph.node("Show", value=total.out(0))
+        return Result(values=(total.out(0),), expand=graph.finalize())
+
+    Ids are local to the expansion ("1", "2", ... or the ones given); the executor places them under the expanding
+    node's id. Inputs are values or links (`other.out(slot)`, or `[id, slot]` naming a node of the running prompt)."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, BuiltNode] = {}
+        self._next = 1
+
+    def node(self, class_type: str, id: str | None = None, **inputs: Any) -> BuiltNode:
+        if id is None:
+            while str(self._next) in self.nodes:
+                self._next += 1
+            id = str(self._next)
+        if id in self.nodes:
+            return self.nodes[id]
+        built = BuiltNode(id, class_type, dict(inputs))
+        self.nodes[id] = built
+        return built
+
+    def lookup_node(self, id: str) -> BuiltNode | None:
+        return self.nodes.get(id)
+
+    def remove_node(self, id: str) -> None:
+        del self.nodes[id]
+
+    def finalize(self) -> dict[str, Any]:
+        return {node.id: node.serialize() for node in self.nodes.values()}
+
+
+@dataclass
+class BuiltNode:
+    """One node of a GraphBuilder."""
+
+    id: str
+    class_type: str
+    inputs: dict[str, Any]
+    override_display_id: str | None = None
+
+    def out(self, slot: int) -> list[Any]:
+        return [self.id, slot]
+
+    def set_input(self, name: str, value: Any) -> None:
+        if value is None:
+            self.inputs.pop(name, None)
+        else:
+            self.inputs[name] = value
+
+    def get_input(self, name: str) -> Any:
+        return self.inputs.get(name)
+
+    def set_override_display_id(self, display_id: str) -> None:
+        self.override_display_id = display_id
+
+    def serialize(self) -> dict[str, Any]:
+        serialized: dict[str, Any] = {"class_type": self.class_type, "inputs": dict(self.inputs)}
+        if self.override_display_id is not None:
+            serialized["override_display_id"] = self.override_display_id
+        return serialized
 
 
 class Node:
-    """Base of every typed node. Declare inputs as class attributes, `outputs`, and a `run` classmethod.
+    """Base of every typed node. Declare inputs as class attributes, `outputs`, and a `run` classmethod (which may be
+    `async def`: the executor awaits it on the worker's event loop, and an interrupt cancels it).
 
     Class attributes (all optional except `outputs` for non-output nodes):
       node_type      registered name (default: the class name); the `class_type` in prompts
@@ -126,10 +201,15 @@ class NodeSpec:
     output_node: bool
     always_run: bool
     input_is_list: bool
-    call: Callable[[RunContext, dict[str, Any]], Result]
+    call: Callable[[RunContext, dict[str, Any]], Result | Awaitable[Result]]  # awaitable: an async node
     fingerprint: Callable[[RunContext, dict[str, Any]], Hashable] | None = None
     check_lazy: Callable[[RunContext, dict[str, Any]], Sequence[str]] | None = None
     validate: Callable[[dict[str, Any]], str | None] | None = None
+    # ComfyUI's VALIDATE_INPUTS contract: the inputs it takes skip the built-in range and list checks (all of them
+    # when it takes **kwargs); taking `input_types` skips the link type checks and receives {input: linked type}
+    validate_takes: frozenset[str] = frozenset()
+    validate_takes_all: bool = False
+    validate_types: bool = False
     python_module: str = "nodes"
     deprecated: bool = False
     experimental: bool = False
@@ -221,13 +301,19 @@ def spec_of(node: type[Node], *, python_module: str = "nodes") -> NodeSpec:
     description = node.description if declares_description else " ".join((node.__doc__ or "").split())
     declares_display_name = bool(node.display_name)
 
-    def call(ctx: RunContext, inputs: dict[str, Any]) -> Result:
-        result = node.run(ctx, **inputs)
+    def normalized(result: Any) -> Result:
         if isinstance(result, Result):
             return result
         if isinstance(result, tuple):
             return Result(values=result)
         raise TypeError(f"{node.__name__}.run returned {type(result).__name__}; expected a tuple or Result")
+
+    async def finish(pending: Awaitable[Any]) -> Result:
+        return normalized(await pending)
+
+    def call(ctx: RunContext, inputs: dict[str, Any]) -> Result | Awaitable[Result]:
+        result = node.run(ctx, **inputs)
+        return finish(result) if inspect.isawaitable(result) else normalized(result)
 
     def optional_classmethod(name: str) -> Callable[..., Any] | None:
         method = getattr(node, name, None)

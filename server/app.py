@@ -21,14 +21,14 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from nodes.registry import Node, NodeSpec
+from nodes.registry import Node, NodeSpec, Registry
 from server.compose import build_engine, compose
 from server.config import ServerConfig
 from server.engine.engine import Engine
 from server.hub import EventHub
 from server.routes import files, info, inspect, prompt, user, workers, ws
 from server.routes.middleware import cache_headers, errors, guard
-from server.routes.state import STATE, AppState
+from server.routes.state import STATE, AppState, EngineNotStarted
 from server.routes.static import add_static_routes
 from server.userdata import UserStore
 
@@ -60,9 +60,41 @@ def create_app(config: ServerConfig, *, nodes: Iterable[type[Node] | NodeSpec] |
         for route in table:
             if isinstance(route, web.RouteDef):
                 app.router.add_route(route.method, "/internal" + route.path, route.handler, **dict(route.kwargs))
+    _add_pack_routes(app, state, runtime.registry)
     add_static_routes(app, web_root_exists=config.web_root.is_dir())
     app.cleanup_ctx.append(functools.partial(_lifecycle, state))
     return app
+
+
+def _add_pack_routes(app: web.Application, state: AppState, registry: Registry) -> None:
+    """Custom node packs' routes (PromptServer.instance.routes) after ours, behind the same middlewares, and their
+    websocket messages (send_sync) into the hub. A pack route on a path we serve is not added."""
+    from nodes.custom_nodes import attach_pack_server, pack_prompt_handler
+
+    hub = state.hub
+
+    def taken(method: str, path: str) -> bool:
+        return any(route.method in (method, "*") and route.resource is not None
+                   and route.resource.canonical == path for route in app.router.routes())
+
+    skipped = attach_pack_server(
+        app, registry, send=lambda event, data, sid: hub.send(event, data, client_id=sid),
+        send_preview=lambda preview, sid, metadata: hub.send_preview(preview, client_id=sid, metadata=metadata),
+        client_ids=hub.clients, taken=taken, client_of=functools.partial(_client_of, state))
+    for note in skipped:
+        log.warning("custom node route not added: %s", note)
+    handler = pack_prompt_handler(registry)
+    if handler is not None:
+        state.on_prompt = handler
+
+
+def _client_of(state: AppState, prompt_id: str) -> str | None:
+    """The client that queued a running prompt (a pack's PromptServer.instance.client_id)."""
+    try:
+        engine = state.engine
+    except EngineNotStarted:
+        return None
+    return next((r.client_id for r in engine.worker.running_prompts() if r.prompt_id == prompt_id), None)
 
 
 async def _lifecycle(state: AppState, app: web.Application) -> AsyncIterator[None]:

@@ -59,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from server.cluster.node import run_worker_node
 
         return run_worker_node(config)
-    return run_workflow(config, Path(args.workflow), args.set or [])
+    return run_workflow(config, Path(args.workflow), args.set or [], targets=args.target or None)
 
 
 # ---- arguments ------------------------------------------------------------------------------------------------------
@@ -87,7 +87,13 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--preview-size", type=int, metavar="PX", help="longest side of preview images (512)")
     common.add_argument("--disable-metadata", action="store_true",
                         help="do not store the prompt and workflow in saved PNGs")
-    common.add_argument("--no-custom-nodes", action="store_true", help="do not load BASE/custom_nodes")
+    common.add_argument("--no-custom-nodes", "--disable-custom-nodes", "--disable-all-custom-nodes",
+                        dest="no_custom_nodes", action="store_true", help="do not load BASE/custom_nodes")
+    common.add_argument("--disable-custom-node", action="append", default=[], metavar="NAME",
+                        help="do not import this pack of custom_nodes/ (its folder or file name); repeatable")
+    common.add_argument("--allow-pickle-custom-nodes", action="store_true",
+                        help="let custom nodes load pickled .ckpt/.pt files with arbitrary objects (they can run "
+                             "code); by default only tensors are read from them")
     common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
     cluster = argparse.ArgumentParser(add_help=False)
@@ -123,6 +129,9 @@ def _parser() -> argparse.ArgumentParser:
 
     run_p = sub.add_parser("run", parents=[common], help="run a workflow without a server")
     run_p.add_argument("workflow", help="an API prompt .json, an editor workflow .json, or a PNG with a workflow")
+    run_p.add_argument("--target", action="append", metavar="NODE",
+                       help="run only this node (and what it needs) instead of every output node; repeatable "
+                            "(POST /prompt's partial_execution_targets)")
     run_p.add_argument("--set", action="append", metavar="NODE.INPUT=VALUE",
                        help="override an input: node id (or unique title), input name, value cast to the input's "
                             "type; repeatable, e.g. --set 6.text=\"a green circle\"")
@@ -155,6 +164,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         device="cpu" if args.cpu else None,
         weight_dtype=args.weight_dtype,
         load_custom_nodes=False if args.no_custom_nodes else None,
+        disabled_custom_nodes=tuple(args.disable_custom_node) or None,
+        allow_pickle_custom_nodes=args.allow_pickle_custom_nodes or None,
         ray=getattr(args, "ray", None),
         ray_workers=args.ray_workers if clustered else None,
         ray_shared_output=(args.ray_shared_output or None) if clustered else None,
@@ -255,9 +266,10 @@ class CliError(Exception):
 
 def run_workflow(config: ServerConfig, workflow: Path, overrides: Sequence[str], *,
                  out: Any = None, err: Any = None, progress: bool = True,
-                 on_runtime: Callable[[Runtime], None] | None = None) -> int:
+                 on_runtime: Callable[[Runtime], None] | None = None, targets: Sequence[str] | None = None) -> int:
     """`chisel run`: load, convert, override, validate and execute a workflow in-process; prints the outputs.
-    `on_runtime` sees the composed runtime before anything runs (tests)."""
+    `targets`: run only these node ids and what they need. `on_runtime` sees the composed runtime before anything
+    runs (tests)."""
     from server.compose import compose
     from server.engine.graph import PromptError, validate_prompt
     from server.paths import ExtraPathsError
@@ -275,7 +287,7 @@ def run_workflow(config: ServerConfig, workflow: Path, overrides: Sequence[str],
         folders.install_examples(config.workflows_dir / "assets")
         prompt, extra_pnginfo = load_prompt(workflow, registry)
         prompt = apply_overrides(prompt, overrides, registry)
-        graph = validate_prompt(prompt, registry)
+        graph = validate_prompt(prompt, registry, partial_execution_targets=list(targets) if targets else None)
     except (CliError, ExtraPathsError) as exc:
         print(f"chisel run: {exc}", file=err)
         return EXIT_USAGE

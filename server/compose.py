@@ -73,8 +73,8 @@ def compose(config: ServerConfig, *, nodes: Iterable[type[Node] | NodeSpec] | No
         from server.cluster.refs import ClusterListing
 
         listing = ClusterListing(folders.list_files)
-    registry, extension_dirs = build_registry(config, folders, nodes=nodes, list_files=listing)
     services = build_services(config, folders, models=models)
+    registry, extension_dirs = build_registry(config, folders, nodes=nodes, list_files=listing, services=services)
     executor = build_executor(config, registry, services)
     return Runtime(config=config, folders=folders, registry=registry, extension_dirs=extension_dirs,
                    services=services, executor=executor, file_listing=listing)
@@ -112,16 +112,30 @@ def core_node_classes() -> list[type[Node] | NodeSpec]:
 
 def build_registry(config: ServerConfig, folders: ServerFolders, *,
                    nodes: Iterable[type[Node] | NodeSpec] | None = None,
-                   list_files: Callable[[Files], Sequence[str]] | None = None) -> tuple[Registry, dict[str, Path]]:
+                   list_files: Callable[[Files], Sequence[str]] | None = None,
+                   services: Services | None = None) -> tuple[Registry, dict[str, Path]]:
     """The node registry (core nodes, then custom node packs) and the custom packs' web folders by pack name.
-    `list_files` resolves Files combos (default: the folders' own listing)."""
+    `list_files` resolves Files combos (default: the folders' own listing). With `services`, packs written for
+    ComfyUI get its Python surface (comfy_compat, through the loader's PackEnvironment; docs/custom-nodes.md)."""
     registry = Registry(list_files=list_files or folders.list_files)
     registry.add_all(core_node_classes() if nodes is None else nodes)
     web_dirs: dict[str, Path] = {}
     if config.load_custom_nodes and config.custom_nodes_dir.is_dir():
-        from nodes.custom_nodes import load_custom_nodes
+        from nodes.custom_nodes import PackEnvironment, load_custom_nodes
 
-        for report in load_custom_nodes(config.custom_nodes_dir, registry):
+        environment = None if services is None else PackEnvironment(
+            services=services, base_dir=config.base_dir, disabled=frozenset(config.disabled_custom_nodes),
+            allow_pickle=config.allow_pickle_custom_nodes, host_modules={"server": sys.modules["server"]},
+            cli={"listen": ",".join(config.listen), "port": config.port, "preview_method": config.preview_method,
+                 "preview_size": config.preview_size, "disable_metadata": config.disable_metadata,
+                 "cpu": config.device == "cpu", "base_directory": str(config.base_dir),
+                 "output_directory": str(config.output_dir), "input_directory": str(config.input_dir),
+                 "temp_directory": str(config.temp_dir), "user_directory": str(config.user_dir),
+                 "max_upload_size": config.max_upload_size / (1024 * 1024)})
+        for report in load_custom_nodes(config.custom_nodes_dir, registry, environment=environment):
+            if report.disabled:
+                log.info("custom node pack %s is disabled", report.name)
+                continue
             if report.error:
                 log.warning("custom node pack %s was not loaded: %s", report.name, report.error)
             else:
@@ -129,6 +143,9 @@ def build_registry(config: ServerConfig, folders: ServerFolders, *,
                          report.import_seconds)
             for name, why in report.skipped_nodes.items():
                 log.warning("custom node %s from %s skipped: %s", name, report.name, why)
+            if report.loaded and report.comfy_placeholders:
+                log.info("custom node pack %s uses ComfyUI internals Chisel does not have (its nodes that use them "
+                         "fail when run): %s", report.name, ", ".join(report.comfy_placeholders))
             if report.web_directory is not None:
                 web_dirs[report.name] = report.web_directory
     return registry, web_dirs

@@ -41,6 +41,10 @@ class ServerConfig:
     bundled_models_dir  the project's own models/ (the built-in model), searched after base_dir's models/ so the
                         ready workflows run from any base directory; None to leave it out
     custom_nodes_dir    ComfyUI-style custom node packages (default: base_dir/custom_nodes)
+    load_custom_nodes   False: import no pack at all (--disable-custom-nodes)
+    disabled_custom_nodes  pack names (entries of custom_nodes/) not to import (--disable-custom-node NAME)
+    allow_pickle_custom_nodes  comfy.utils.load_torch_file may unpickle arbitrary objects for packs (default: weights
+                        only, as torch's weights_only loader)
     allowed_origins     extra browser origins allowed to make state-changing requests ("https://host:port")
     allowed_hosts       extra Host names accepted while bound to loopback (e.g. a reverse proxy's name)
     device              "cpu" forces CPU even when a GPU is present
@@ -86,6 +90,8 @@ class ServerConfig:
     weight_dtype: WeightDtype = "auto"
     history_limit: int = 10_000
     load_custom_nodes: bool = True
+    disabled_custom_nodes: tuple[str, ...] = ()
+    allow_pickle_custom_nodes: bool = False
     ray: str | None = None
     ray_workers: int | None = None
     ray_shared_output: bool = False

@@ -48,26 +48,32 @@ def comfy_messages(event: Event) -> list[tuple[str, dict[str, Any]] | PreviewFra
     if isinstance(event, Executing):
         if event.node is None:
             return [("executing", {"node": None, "prompt_id": event.prompt_id})]
-        return [("executing", {"node": event.node, "display_node": event.node, "prompt_id": event.prompt_id})]
+        return [("executing", {"node": event.node, "display_node": _display(event), "prompt_id": event.prompt_id})]
     if isinstance(event, Executed):
-        return [("executed", {"node": event.node, "display_node": event.node, "output": event.output,
+        return [("executed", {"node": event.node, "display_node": _display(event), "output": event.output,
                               "prompt_id": event.prompt_id})]
     if isinstance(event, ExecutionCached):
         return [("execution_cached", {"nodes": list(event.nodes), "prompt_id": event.prompt_id,
                                       "timestamp": event.timestamp})]
     if isinstance(event, Progress):
-        node, prompt_id = event.node, event.prompt_id
+        node, prompt_id, place = event.node, event.prompt_id, event.place
+        display, parent, real = (place.display_node, place.parent_node, place.real_node) if place \
+            else (node, None, node)
         messages: list[tuple[str, dict[str, Any]] | PreviewFrame] = [
             ("progress", {"value": event.value, "max": event.max, "prompt_id": prompt_id, "node": node}),
             ("progress_state", {"prompt_id": prompt_id, "nodes": {node: {
                 "value": event.value, "max": event.max, "state": "running", "node_id": node, "prompt_id": prompt_id,
-                "display_node_id": node, "parent_node_id": None, "real_node_id": node}}})]
+                "display_node_id": display, "parent_node_id": parent, "real_node_id": real}}})]
         if event.preview is not None:
             messages.append(PreviewFrame(event.preview, {"node_id": node, "prompt_id": prompt_id,
-                                                         "display_node_id": node, "parent_node_id": None,
-                                                         "real_node_id": node}))
+                                                         "display_node_id": display, "parent_node_id": parent,
+                                                         "real_node_id": real}))
         return messages
     return [(event.name, event.fields())]
+
+
+def _display(event: Executing | Executed) -> str | None:
+    return event.place.display_node if event.place is not None else event.node
 
 
 def history_meta(outputs: Mapping[str, Any]) -> dict[str, dict[str, Any]]:

@@ -13,6 +13,8 @@ rules docs/ARCHITECTURE.md states.
                   hub or messages (the head's EventSink is handed to it)
   ray             imported only by server/cluster/ray_cluster.py, and only inside functions: a server without --ray
                   never loads it
+  comfy_compat/   ComfyUI's Python surface for custom node packs: may use nodes, diffusion and aiohttp, never
+                  server; and only the custom-node loader (nodes/custom_nodes.py) imports it
 """
 
 from __future__ import annotations
@@ -96,8 +98,16 @@ class SafeFilesRule(Rule):
         return None if top in STDLIB or top == "safefiles" else "safefiles uses the standard library only"
 
 
+class CompatRule(Rule):
+    def forbids(self, module: str) -> str | None:
+        if _within(module, "server"):
+            return "comfy_compat gets what it needs from the loader, never from the web layer"
+        return None
+
+
 RULES = (DiffusionRule("diffusion"), EngineRule("server.engine"), ServerRule("server"), NodesRule("nodes"),
-         SafeFilesRule("safefiles"), ClusterRule("server.cluster"))
+         SafeFilesRule("safefiles"), ClusterRule("server.cluster"), CompatRule("comfy_compat"))
+COMPAT_IMPORTERS = ("nodes.custom_nodes",)
 RAY_MODULE = "server.cluster.ray_cluster"
 LAYER_FOLDERS = ("server", "nodes", "diffusion", "safefiles", "train", "bench")
 
@@ -194,6 +204,17 @@ def test_a_server_without_ray_never_loads_it(tmp_path):
             "assert 'ray' not in sys.modules, 'ray was imported'")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_only_the_custom_node_loader_imports_comfy_compat():
+    broken = []
+    for folder in LAYER_FOLDERS:
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            module = module_name(ROOT, path)
+            for line, target in imported_modules(path, module):
+                if _within(target, "comfy_compat") and module not in COMPAT_IMPORTERS:
+                    broken.append(f"{path.relative_to(ROOT)}:{line}: {module} imports {target}")
+    assert not broken, "comfy_compat is for the custom-node loader only:\n" + "\n".join(broken)
 
 
 def test_every_layer_keeps_its_import_rules():

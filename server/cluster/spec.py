@@ -14,7 +14,9 @@ from server.config import ServerConfig
 CONFIG_ENV = "CHISEL_WORKER_CONFIG"
 _PATHS = ("base_dir", "input_dir", "output_dir", "temp_dir", "user_dir", "models_dir", "custom_nodes_dir",
           "web_root", "workflows_dir", "bundled_models_dir")
-_TUPLES = ("listen", "allowed_origins", "allowed_hosts")
+# Fields JSON gives back as lists (every tuple-typed field; extra_model_paths also holds paths).
+_TUPLES = tuple(f.name for f in dataclasses.fields(ServerConfig)
+                if str(f.type).startswith("tuple") and f.name != "extra_model_paths")
 
 
 def config_to_json(config: ServerConfig) -> str:

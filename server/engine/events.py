@@ -21,6 +21,16 @@ from typing import Any, ClassVar, Protocol
 
 
 @dataclass(frozen=True)
+class NodePlace:
+    """Where a node added by a graph expansion belongs (events of prompt nodes carry none): the node shown for it
+    (`display_node`), the node whose run added it (`parent_node`) and the prompt node it comes from (`real_node`)."""
+
+    display_node: str
+    parent_node: str
+    real_node: str
+
+
+@dataclass(frozen=True)
 class Event:
     """Base of the engine's events; `name` is the wire name."""
 
@@ -61,6 +71,7 @@ class Executing(Event):
     name: ClassVar[str] = "executing"
     node: str | None
     prompt_id: str
+    place: NodePlace | None = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +84,7 @@ class Progress(Event):
     prompt_id: str
     node: str
     preview: Any = None
+    place: NodePlace | None = None
 
 
 @dataclass(frozen=True)
@@ -83,6 +95,7 @@ class Executed(Event):
     node: str
     output: Mapping[str, Any]
     prompt_id: str
+    place: NodePlace | None = None
 
 
 @dataclass(frozen=True)

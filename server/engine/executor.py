@@ -16,11 +16,22 @@ Cache key of a node = hash(its static signature from the graph (type, cast liter
 UNIQUE_ID), its fingerprint if the spec has one, the keys of the nodes it links to). Keys are digests computed once
 per run in topological order, O(nodes). A node that is `always_run`, whose fingerprint fails or is NaN, or that
 depends on such a node is volatile: it always runs and its outputs are not cached.
+
+Graph expansion (ComfyUI's `{"result": ..., "expand": graph}`, our Result(expand=...)): the nodes a run adds are
+validated against the registry (graph.validate_expansion), keyed like the prompt's own and run in the node's place;
+the node's outputs are the expansion's outputs it returned as links, and it is cached like any node. Their events
+carry a NodePlace (the node shown for them, their parent, the prompt node they come from).
+
+Async nodes (a `run` / FUNCTION that is `async def`): their calls are tasks on the run's event loop, owned by the
+worker thread; independent ones await together, an interrupt cancels them (see `launch`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import hashlib
+import inspect
 import logging
 import math
 import threading
@@ -42,11 +53,12 @@ from server.engine.events import (
     ExecutionStart,
     ExecutionSuccess,
     Executing,
+    NodePlace,
     NullSink,
     Progress,
     exception_type_name,
 )
-from server.engine.graph import Graph
+from server.engine.graph import Graph, GraphNode, is_link, validate_expansion
 
 log = logging.getLogger(__name__)
 
@@ -150,8 +162,19 @@ class _Run:
         self.prompt_id = prompt_id
         self.events = events
         self.interrupt = interrupt
+        self.nodes: dict[str, GraphNode] = dict(graph.nodes)  # the graph's nodes, and those expansions add
+        self.parent: dict[str, str] = {}  # expansion node -> the node that added it
+        self.roots: dict[str, str] = {}  # expansion node -> the prompt node it comes from
+        self.added: dict[str, Mapping[str, Any]] = {}  # expansion node -> its prompt entry (ids as renamed)
+        self.display: dict[str, str] = {}  # expansion node -> the prompt node shown for it
+        self.pending: dict[str, _Expansion] = {}  # nodes that expanded, until their expansion's outputs exist
+        self.expansions = 0  # expansions so far (they number the ids of the nodes they add)
+        self.stacked: set[str] = set()  # nodes on the run's stack waiting for sources above them
+        self.loop: asyncio.AbstractEventLoop | None = None  # the run's event loop, made for its first async node
+        self.flying: dict[str, _Flight] = {}  # async nodes whose calls are in flight
+        self.parked: dict[str, None] = {}  # nodes that wait only for nodes in flight (in the order they parked)
         self.client_id = extra_data.get("client_id")
-        self.hidden_base = {"PROMPT": graph.prompt, "DYNPROMPT": graph.prompt,
+        self.hidden_base = {"PROMPT": graph.prompt, "DYNPROMPT": DynamicPrompt(self),
                             "EXTRA_PNGINFO": extra_data.get("extra_pnginfo")}
         self.keys: dict[str, bytes] = {}
         self.volatile: set[str] = set()
@@ -181,8 +204,7 @@ class _Run:
             self.compute_keys()
             self.plan()
             self.message(ExecutionCached(tuple(self.cached), self.prompt_id, self.now()))
-            for output in self.graph.outputs:
-                self.produce(output)
+            self.produce(self.graph.outputs)
         except _Stopped as stop:
             status = "interrupted"
             node_id = stop.node_id
@@ -201,6 +223,8 @@ class _Run:
         else:
             status = "success"
             self.message(ExecutionSuccess(self.prompt_id, self.now()))
+        finally:
+            self.close_loop()
         return Outcome(prompt_id=self.prompt_id, status=status, outputs=dict(self.ui),
                        executed=tuple(self.executed), cached=tuple(self.cached), error=error,
                        messages=tuple(self.messages), timings=dict(self.timings),
@@ -212,12 +236,15 @@ class _Run:
                 raise RuntimeError(f"node '{node.id}' ({node.class_type}) was validated against another registry "
                                    "version; validate the prompt again")
 
-    def compute_keys(self) -> None:
-        keys, volatile, nodes = self.keys, self.volatile, self.graph.nodes
-        for node_id in self.graph.order:
+    def compute_keys(self, order: tuple[str, ...] | None = None, *, expansion: bool = False) -> None:
+        """The cache key of each node of `order` (default: the graph's), sources first. A node an expansion handed
+        a value other than a link or a widget literal is volatile (ComfyUI: an unhashable input)."""
+        keys, volatile, nodes = self.keys, self.volatile, self.nodes
+        for node_id in self.graph.order if order is None else order:
             node = nodes[node_id]
             digest = hashlib.blake2b(node.signature, digest_size=16)
-            unstable = node.spec.always_run
+            unstable = node.spec.always_run or (expansion and any(
+                not node.spec.input(name).is_widget for name in node.literals))
             for link in node.links.values():
                 digest.update(keys[link.source])
                 unstable = unstable or link.source in volatile
@@ -232,7 +259,7 @@ class _Run:
             keys[node_id] = digest.digest()
 
     def fingerprint(self, node_id: str) -> Any:
-        node = self.graph.nodes[node_id]
+        node = self.nodes[node_id]
         try:
             value = node.spec.fingerprint(self.context(node_id, _no_progress), dict(node.literals))
         except Exception as exc:
@@ -272,7 +299,7 @@ class _Run:
     def schedule(self, node_id: str) -> list[str]:
         """Mark a node to run; returns the sources it needs now (lazy inputs wait until asked for)."""
         self.to_run.add(node_id)
-        node = self.graph.nodes[node_id]
+        node = self.nodes[node_id]
         lazy = node.spec.lazy_inputs
         sources = list(dict.fromkeys(link.source for name, link in node.links.items() if name not in lazy))
         self.holds[node_id] = set(sources)
@@ -280,17 +307,49 @@ class _Run:
             self.waiting[source] = self.waiting.get(source, 0) + 1
         return sources
 
-    def produce(self, target: str) -> None:
-        """Make sure `target` has run (or came from the cache), running what it needs first; iterative DFS."""
-        results, nodes = self.results, self.graph.nodes
-        if target in self.hit_set:
-            self.resend_ui(target)
-            return
-        stack = [target]
-        while stack:
+    def produce(self, targets: tuple[str, ...]) -> None:
+        """Run the outputs in order (or serve them from the cache), each with what it needs first: an iterative DFS.
+
+        A node that expanded stays on the stack until the outputs of its expansion exist (so loops built from
+        expansions that expand again never recurse). An async node leaves the stack while its calls are in flight;
+        a node that needs only nodes in flight is parked, and the DFS goes on with the next output, so independent
+        async nodes await together. Once nothing else can start, the loop runs until a call lands, and the parked
+        nodes come back."""
+        results, nodes, stacked, parked = self.results, self.nodes, self.stacked, self.parked
+        queue = list(reversed(targets))
+        stack: list[str] = []
+        while True:
+            if not stack:
+                if queue:
+                    target = queue.pop()
+                    if target in self.hit_set:
+                        self.resend_ui(target)
+                    else:
+                        stack.append(target)
+                    continue
+                if self.flying:
+                    self.land_any()
+                stack.extend(reversed(parked))
+                parked.clear()
+                stack.extend(t for t in reversed(targets) if t not in results and t not in self.flying)
+                if not stack and not self.flying:
+                    return
+                continue
             node_id = stack[-1]
             if node_id in results:
                 stack.pop()
+                stacked.discard(node_id)
+                continue
+            if node_id in self.flying or node_id in parked:  # whoever needs it waits for it to land
+                stack.pop()
+                continue
+            expansion = self.pending.get(node_id)
+            if expansion is not None:
+                missing = [source for source in expansion.needs if source not in results]
+                if missing:
+                    self.push(node_id, missing, stack)
+                else:
+                    self.finish(node_id, self.resolve(node_id, expansion))
                 continue
             if node_id not in self.to_run:  # asked for lazily (or released and needed again)
                 if self.lookup(node_id):
@@ -303,16 +362,34 @@ class _Run:
             missing = [link.source for name, link in node.links.items()
                        if (name not in lazy or name in asked) and link.source not in results]
             if missing:
-                stack.extend(missing)
+                self.push(node_id, missing, stack)
                 continue
             if lazy and self.ask_lazy(node_id):
                 continue
-            self.run_node(node_id)
+            self.run_node(node_id)  # it stays on the stack if it expanded or went in flight
+
+    def push(self, node_id: str, missing: list[str], stack: list[str]) -> None:
+        """Put the sources `node_id` waits for on the stack; when all of them are in flight (or parked), park it.
+        Only an expansion can link back to a node waiting for it (a prompt's cycles are refused when it is
+        validated): that is an error of the expanding node."""
+        grounded = [source for source in missing if source not in self.flying and source not in self.parked]
+        if not grounded:
             stack.pop()
+            self.stacked.discard(node_id)
+            self.parked[node_id] = None
+            return
+        for source in grounded:
+            if source in self.stacked:
+                origin = self.parent.get(node_id, node_id)
+                raise _Failed(origin, RuntimeError(
+                    f"dependency cycle: node '{node_id}' needs node '{source}', which waits for it (a graph "
+                    "expansion links back to a node that waits for the expansion)"), {})
+        self.stacked.add(node_id)
+        stack.extend(grounded)
 
     def ask_lazy(self, node_id: str) -> bool:
         """Ask the node which lazy inputs it needs; True if new ones were requested (so it must wait)."""
-        node = self.graph.nodes[node_id]
+        node = self.nodes[node_id]
         linked_lazy = [name for name in node.links if name in node.spec.lazy_inputs]
         asked = self.requested.setdefault(node_id, set())
         open_names = [name for name in linked_lazy if name not in asked]
@@ -348,32 +425,52 @@ class _Run:
         if self.interrupt.is_set():
             raise _Stopped(node_id)
         self.current = node_id
-        node = self.graph.nodes[node_id]
+        self.stacked.discard(node_id)  # its inputs are there
+        node = self.nodes[node_id]
         spec = node.spec
-        self.send(Executing(node_id, self.prompt_id))
+        self.send(Executing(node_id, self.prompt_id, self.place(node_id)))
         inputs = self.gather(node_id)
         hidden = {arg: self.hidden_value(kind, node_id) for arg, kind in spec.hidden.items()}
         ctx = self.context(node_id, self.reporter(node_id))
         started = time.perf_counter()
         try:
-            output = self.call(node_id, spec, ctx, inputs, hidden)
+            returned = self.call(node_id, spec, ctx, inputs, hidden)
         except Exception as exc:
             if self.interrupt.is_set():
                 raise _Stopped(node_id) from exc
             raise _Failed(node_id, exc, inputs) from exc
+        if any(inspect.isawaitable(result) for result in returned):
+            self.launch(node_id, returned, inputs, started)  # an async node: it runs while others do
+            return
+        self.settle(node_id, returned, inputs, started)
+
+    def settle(self, node_id: str, returned: list[Any], inputs: Mapping[str, Any], started: float) -> None:
+        """A node's calls have returned: its outputs, or the expansion it runs in its place."""
+        try:
+            output = self.outputs(node_id, self.nodes[node_id].spec, returned)
+        except Exception as exc:
+            raise _Failed(node_id, exc, inputs) from exc
         self.timings[node_id] = time.perf_counter() - started
+        if isinstance(output, _Expansion):
+            self.pending[node_id] = output
+            return
+        self.finish(node_id, output)
+
+    def finish(self, node_id: str, output: NodeOutput) -> None:
+        """A node's outputs exist (it ran, or its expansion did): keep them, cache them, show its ui."""
         self.results[node_id] = output
+        self.stacked.discard(node_id)
         self.executed.append(node_id)
         if node_id not in self.volatile:
             self.x.cache.put(self.keys[node_id], output)
         if output.ui is not None:
             self.ui[node_id] = output.ui
-            self.send(Executed(node_id, output.ui, self.prompt_id))
+            self.send(Executed(node_id, output.ui, self.prompt_id, self.place(node_id)))
         self.release(self.holds.pop(node_id, ()))
 
     def gather(self, node_id: str) -> dict[str, tuple[Any, ...]]:
         """The node's inputs as item tuples; a lazy input not evaluated (yet) is None, as in ComfyUI."""
-        node = self.graph.nodes[node_id]
+        node = self.nodes[node_id]
         results = self.results
         inputs: dict[str, tuple[Any, ...]] = {name: (value,) for name, value in node.literals.items()}
         for name, link in node.links.items():
@@ -398,30 +495,189 @@ class _Run:
         return [{**{k: v[i] if i < len(v) else v[-1] for k, v in inputs.items()}, **hidden} for i in range(longest)]
 
     def call(self, node_id: str, spec: NodeSpec, ctx: Any, inputs: Mapping[str, tuple[Any, ...]],
-             hidden: Mapping[str, Any]) -> NodeOutput:
-        slots = spec.outputs
-        per_slot: list[list[Any]] = [[] for _ in slots]
-        uis: list[Mapping[str, Any]] = []
+             hidden: Mapping[str, Any]) -> list[Any]:
+        """What each call returned: a Result, or an awaitable of one (an async node)."""
+        returned: list[Any] = []
         for index, kwargs in enumerate(self.calls(spec, inputs, hidden)):
             if index and self.interrupt.is_set():
                 raise _Stopped(node_id)
-            result = spec.call(ctx, kwargs)
+            returned.append(spec.call(ctx, kwargs))
+        return returned
+
+    def outputs(self, node_id: str, spec: NodeSpec, results: list[Any]) -> NodeOutput | _Expansion:
+        slots = spec.outputs
+        returned: list[tuple[tuple[Any, ...], Mapping[str, Any] | None]] = []
+        uis: list[Mapping[str, Any]] = []
+        for result in results:
             values = tuple(result.values)
             if len(values) != len(slots):
                 raise TypeError(f"{spec.name} returned {len(values)} value{'s' if len(values) != 1 else ''}; "
                                 f"it declares {len(slots)} output{'s' if len(slots) != 1 else ''} "
                                 f"({', '.join(o.type for o in slots) or 'none'})")
-            for items, value, slot in zip(per_slot, values, slots):
-                if slot.is_list:
-                    if not isinstance(value, (list, tuple)):
-                        raise TypeError(f"{spec.name} output {slot.name or slot.type} is a list output; "
-                                        f"the node returned {type(value).__name__}")
-                    items.extend(value)
-                else:
-                    items.append(value)
+            returned.append((values, getattr(result, "expand", None)))
             if result.ui is not None:
                 uis.append(result.ui)
-        return NodeOutput(values=tuple(tuple(items) for items in per_slot), ui=_merge_ui(uis))
+        if any(expand is not None for _, expand in returned):
+            return self.expand(node_id, returned, _merge_ui(uis))
+        return NodeOutput(values=_collect(spec, [values for values, _ in returned]), ui=_merge_ui(uis))
+
+    # ---- async nodes -----------------------------------------------------------------------------------------------
+    # An async node's calls become one task on the run's event loop (owned by the worker thread). The node leaves
+    # the stack while its task is in flight, so the nodes that do not depend on it run meanwhile (several async nodes
+    # await together, as in ComfyUI); a node that needs it lands it: the loop runs until one task in flight is done.
+    # An interrupt cancels every task in flight.
+    def launch(self, node_id: str, returned: list[Any], inputs: Mapping[str, Any], started: float) -> None:
+        async def calls() -> list[Any]:
+            awaited = iter(await asyncio.gather(*[r for r in returned if inspect.isawaitable(r)]))
+            return [next(awaited) if inspect.isawaitable(r) else r for r in returned]
+
+        loop = self.event_loop()
+        if loop is None:  # a thread that already runs a loop: await here, in a helper thread
+            async def alone() -> Any:
+                task = asyncio.ensure_future(calls())
+                await self.first_done({task})
+                return task
+
+            with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+                self.flying[node_id] = _Flight(pool.submit(asyncio.run, alone()).result(), inputs, started)
+            self.land(node_id)
+            return
+        task = loop.create_task(calls())
+        self.flying[node_id] = _Flight(task, inputs, started)
+        loop.run_until_complete(asyncio.sleep(0))  # let it start (it may even be done at once)
+        if task.done():
+            self.land(node_id)
+
+    def land_any(self) -> None:
+        """Run the loop until a task in flight is done; settle the nodes whose tasks are."""
+        loop = self.event_loop()
+        tasks = {flight.task: node_id for node_id, flight in self.flying.items()}
+        assert loop is not None and tasks
+        loop.run_until_complete(self.first_done(set(tasks)))
+        for task, node_id in tasks.items():
+            if task.done():
+                self.land(node_id)
+
+    async def first_done(self, tasks: set[Any]) -> None:
+        """Wait until one of `tasks` is done; on an interrupt, cancel them all (landing them then stops the run)."""
+        while True:
+            done, _ = await asyncio.wait(tasks, timeout=INTERRUPT_POLL_SECONDS, return_when=asyncio.FIRST_COMPLETED)
+            if done:
+                return
+            if self.interrupt.is_set():
+                for task in tasks:
+                    task.cancel()
+                await asyncio.wait(tasks)
+                return
+
+    def land(self, node_id: str) -> None:
+        flight = self.flying.pop(node_id)
+        self.current = node_id
+        try:
+            returned = flight.task.result()
+        except BaseException as exc:  # CancelledError included: the interrupt cancelled it
+            if self.interrupt.is_set():
+                raise _Stopped(node_id) from exc
+            if isinstance(exc, asyncio.CancelledError):  # cancelled by the node's own code
+                exc = RuntimeError(f"the call of node {node_id} was cancelled")
+            elif not isinstance(exc, Exception):
+                raise
+            raise _Failed(node_id, exc, flight.inputs) from exc
+        self.settle(node_id, returned, flight.inputs, flight.started)
+
+    def event_loop(self) -> asyncio.AbstractEventLoop | None:
+        """The run's event loop (made when the first async node runs); None in a thread already running one."""
+        if self.loop is None:
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                self.loop = asyncio.new_event_loop()
+            else:
+                return None
+        return self.loop
+
+    def close_loop(self) -> None:
+        loop, self.loop = self.loop, None
+        if loop is None:
+            return
+        try:
+            pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+            for task in pending:  # tasks a node started and left behind end with the run
+                task.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.wait(pending))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            loop.close()
+
+    # ---- graph expansion -----------------------------------------------------------------------------------------
+    def expand(self, node_id: str, returned: list[tuple[tuple[Any, ...], Mapping[str, Any] | None]],
+               ui: Mapping[str, Any] | None) -> _Expansion:
+        """Add the graphs a node's calls returned to the run, in the node's place (ComfyUI's graph expansion).
+
+        Ids: an id under the node's own (`<node>.<...>`, as ComfyUI's GraphBuilder makes them) is kept, one starting
+        with "." is taken as relative to it (a GraphBuilder prefix whose root was left empty); any other is placed
+        under the prompt node the expansion comes from, as `<prompt node>.<n>.<id>` (n counts this run's
+        expansions, so ids stay short in loops that expand again). Links inside a graph follow its renames; other
+        links name nodes of the run. The node waits for the expansion's outputs it returns as links, and for the
+        expansion's output nodes."""
+        root = self.roots.get(node_id, node_id)
+        display = self.display.get(node_id, node_id)
+        calls: list[tuple[Any, ...]] = []
+        needs: dict[str, None] = {}
+        for values, graph in returned:
+            if graph is None:
+                calls.append(values)
+                continue
+            if not isinstance(graph, Mapping):
+                raise TypeError(f"node {node_id} returned an expansion that is a {type(graph).__name__}, not a "
+                                "graph (an object of nodes by id)")
+            self.expansions += 1
+            names = {local: _inner_id(local, node_id, f"{root}.{self.expansions}.") for local in graph}
+            for new_id in names.values():
+                if new_id in self.nodes:
+                    raise RuntimeError(f"node {node_id} expanded into a node with the id '{new_id}', which the run "
+                                       "already has: expansion ids must be unique (GraphBuilder makes them so)")
+            prompt = {names[local]: _renamed(info, names) for local, info in graph.items()}
+            inner, order = validate_expansion(prompt, self.x.registry, self.nodes)
+            for local, new_id in names.items():
+                self.nodes[new_id] = inner[new_id]
+                self.added[new_id] = prompt[new_id]
+                self.parent[new_id] = node_id
+                self.roots[new_id] = root
+                override = graph[local].get("override_display_id")
+                self.display[new_id] = self.display.get(override, override) if isinstance(override, str) else display
+                if inner[new_id].spec.output_node:
+                    needs[new_id] = None
+            self.compute_keys(order, expansion=True)
+            values = tuple(_renamed_value(value, names) for value in values)
+            for value in values:
+                if is_link(value) and value[0] in self.nodes:
+                    needs[value[0]] = None
+            calls.append(values)
+        holds = self.holds.setdefault(node_id, set())
+        for source in needs:
+            if source not in holds:
+                holds.add(source)
+                self.waiting[source] = self.waiting.get(source, 0) + 1
+        return _Expansion(calls=tuple(calls), needs=tuple(needs), ui=ui)
+
+    def resolve(self, node_id: str, expansion: _Expansion) -> NodeOutput:
+        """The outputs of a node whose expansion has run: each link it returned replaced by the items of that
+        output. The node is cached by its own key, as ComfyUI caches it, whatever its expansion held (values handed
+        to linked inputs, nodes that always run): the same inputs expand the same way."""
+        del self.pending[node_id]
+        results, nodes = self.results, self.nodes
+        calls: list[tuple[Any, ...]] = []
+        for values in expansion.calls:
+            resolved: list[Any] = []
+            for value in values:
+                if is_link(value) and value[0] in nodes:
+                    resolved.append(_Items(results[value[0]].values[int(value[1])]))
+                else:
+                    resolved.append(value)
+            calls.append(tuple(resolved))
+        return NodeOutput(values=_collect(nodes[node_id].spec, calls), ui=expansion.ui)
 
     def release(self, sources: set[str] | tuple[()]) -> None:
         """Drop this run's hold on outputs no remaining node of the run needs (the cache may still keep them)."""
@@ -435,7 +691,7 @@ class _Run:
         ui = self.results[node_id].ui
         if ui is not None:
             self.ui[node_id] = ui
-            self.send(Executed(node_id, ui, self.prompt_id))
+            self.send(Executed(node_id, ui, self.prompt_id, self.place(node_id)))
 
     # ---- context, events, errors ---------------------------------------------------------------------------------
     def context(self, node_id: str, report: Callable[[int, int, Any], None]) -> Any:
@@ -447,12 +703,19 @@ class _Run:
         return node_id if kind == "UNIQUE_ID" else self.hidden_base.get(kind)
 
     def reporter(self, node_id: str) -> Callable[[int, int, Any], None]:
-        prompt_id, client_id, events = self.prompt_id, self.client_id, self.events
+        prompt_id, client_id, events, place = self.prompt_id, self.client_id, self.events, self.place(node_id)
 
         def report(value: int, total: int, preview: Any = None) -> None:
-            events.emit(Progress(value, total, prompt_id, node_id, preview), client_id=client_id)
+            events.emit(Progress(value, total, prompt_id, node_id, preview, place), client_id=client_id)
 
         return report
+
+    def place(self, node_id: str) -> NodePlace | None:
+        """Where a node an expansion added belongs (None for the prompt's own nodes)."""
+        parent = self.parent.get(node_id)
+        if parent is None:
+            return None
+        return NodePlace(self.display[node_id], parent, self.roots[node_id])
 
     def send(self, event: Event) -> None:
         self.events.emit(event, client_id=self.client_id)
@@ -466,7 +729,7 @@ class _Run:
         return int(self.x.clock() * 1000)
 
     def node_type(self, node_id: str | None) -> str | None:
-        node = self.graph.nodes.get(node_id) if node_id is not None else None
+        node = self.nodes.get(node_id) if node_id is not None else None
         return node.class_type if node is not None else None
 
     def done_ids(self) -> list[str]:
@@ -491,6 +754,106 @@ class _Run:
 
 
 _VOLATILE = object()
+INTERRUPT_POLL_SECONDS = 0.02  # how often an awaiting async node checks for an interrupt
+
+
+class DynamicPrompt:
+    """The DYNPROMPT hidden input: the prompt as this run has it, expansions included (ComfyUI's
+    comfy_execution.graph.DynamicPrompt; loop nodes read the nodes of their body through it)."""
+
+    def __init__(self, run: _Run):
+        self._run = run
+
+    def get_node(self, node_id: str) -> Mapping[str, Any]:
+        run = self._run
+        if node_id in run.added:
+            return run.added[node_id]
+        if node_id in run.graph.prompt:
+            return run.graph.prompt[node_id]
+        raise KeyError(node_id)
+
+    def has_node(self, node_id: str) -> bool:
+        return node_id in self._run.added or node_id in self._run.graph.prompt
+
+    def get_original_prompt(self) -> Mapping[str, Any]:
+        return self._run.graph.prompt
+
+    def all_node_ids(self) -> set[str]:
+        return set(self._run.graph.prompt) | set(self._run.added)
+
+    def get_real_node_id(self, node_id: str) -> str:
+        return self._run.roots.get(node_id, node_id)
+
+    def get_parent_node_id(self, node_id: str) -> str | None:
+        return self._run.parent.get(node_id)
+
+    def get_display_node_id(self, node_id: str) -> str:
+        return self._run.display.get(node_id, node_id)
+
+
+@dataclass(frozen=True)
+class _Flight:
+    """An async node in flight: the task of its calls, its inputs (for errors) and when it started."""
+
+    task: Any
+    inputs: Mapping[str, Any]
+    started: float
+
+
+@dataclass(frozen=True)
+class _Expansion:
+    """A node that expanded: the values of each of its calls (links into the expansion among them), the nodes
+    whose outputs it waits for, and its ui."""
+
+    calls: tuple[tuple[Any, ...], ...]
+    needs: tuple[str, ...]
+    ui: Mapping[str, Any] | None
+
+
+class _Items(tuple):
+    """All the items of one output of an expansion, standing for one returned value."""
+
+
+def _collect(spec: NodeSpec, calls: list[tuple[Any, ...]]) -> tuple[tuple[Any, ...], ...]:
+    """The items of each output slot over a node's calls (a list output's values are concatenated; a link to an
+    expansion's output contributes all its items)."""
+    per_slot: list[list[Any]] = [[] for _ in spec.outputs]
+    for values in calls:
+        for items, value, slot in zip(per_slot, values, spec.outputs):
+            if isinstance(value, _Items):
+                items.extend(value)
+            elif slot.is_list:
+                if not isinstance(value, (list, tuple)):
+                    raise TypeError(f"{spec.name} output {slot.name or slot.type} is a list output; "
+                                    f"the node returned {type(value).__name__}")
+                items.extend(value)
+            else:
+                items.append(value)
+    return tuple(tuple(items) for items in per_slot)
+
+
+def _inner_id(local: Any, node_id: str, prefix: str) -> str:
+    if isinstance(local, str):
+        if local.startswith(node_id + "."):
+            return local
+        if local.startswith("."):
+            return node_id + local
+    return f"{prefix}{local}"
+
+
+def _renamed(info: Any, names: Mapping[str, str]) -> Any:
+    """An expansion node with its links to other nodes of the expansion renamed."""
+    if not isinstance(info, Mapping) or not isinstance(info.get("inputs", {}), Mapping):
+        return info  # validation reports it
+    renamed = dict(info)
+    renamed["inputs"] = {name: _renamed_value(value, names) for name, value in (info.get("inputs") or {}).items()}
+    return renamed
+
+
+def _renamed_value(value: Any, names: Mapping[str, str]) -> Any:
+    if is_link(value) and value[0] in names:
+        return [names[value[0]], value[1]]
+    return value
 
 
 def _no_progress(value: int, total: int, preview: Any = None) -> None:

@@ -113,6 +113,24 @@ def check_prompt(prompt: Any, registry: Registry, *,
     return tuple(outputs)
 
 
+def validate_expansion(expansion: Any, registry: Registry, outer: Mapping[str, GraphNode]
+                       ) -> tuple[dict[str, GraphNode], tuple[str, ...]]:
+    """Validate the nodes a node added while it ran (ComfyUI's graph expansion): `expansion` is a prompt whose links
+    may also name nodes of the running graph (`outer`). Returns the new GraphNodes and their topological order, or
+    raises PromptError.
+
+    As ComfyUI treats these ephemeral nodes: an input fed by a link may instead be given any value (a tensor, a
+    list...), which reaches the node as it is, and VALIDATE_INPUTS is not called; declared widget values are cast
+    and checked as in a prompt."""
+    if not isinstance(expansion, Mapping):
+        raise PromptError(_top("invalid_prompt", "Invalid graph expansion",
+                               f"a node's 'expand' must be an object of nodes by id, got {type(expansion).__name__}"))
+    specs = _check_nodes(expansion, registry)
+    validator = _Validator(expansion, specs, registry, outer=outer)
+    order = validator.check(list(expansion))
+    return {node_id: validator._node(node_id) for node_id in order}, tuple(order)
+
+
 def _prepare(prompt: Any, registry: Registry,
              partial_execution_targets: Sequence[str] | None) -> tuple[_Validator, list[str]]:
     if prompt is None:
@@ -177,10 +195,12 @@ def _outputs(prompt: Mapping[str, Any], specs: Mapping[str, NodeSpec], targets: 
 
 # ---- inputs, links and order ------------------------------------------------------------------------------------
 class _Validator:
-    def __init__(self, prompt: Mapping[str, Any], specs: Mapping[str, NodeSpec], registry: Registry):
+    def __init__(self, prompt: Mapping[str, Any], specs: Mapping[str, NodeSpec], registry: Registry, *,
+                 outer: Mapping[str, GraphNode] | None = None):
         self.prompt = prompt
         self.specs = specs
         self.registry = registry
+        self.outer = outer  # an expansion's: the running graph's nodes, which its links may name
         self.errors: dict[str, list[dict[str, Any]]] = {}
         self.checked: dict[str, tuple[dict[str, Any], dict[str, Link]]] = {}
         self._choices: dict[int, Any] = {}
@@ -211,6 +231,8 @@ class _Validator:
             while stack:
                 node_id, pending = stack[-1]
                 for name, link in pending:
+                    if link.source not in self.prompt:  # a node of the running graph (expansions): done
+                        continue
                     seen = state.get(link.source)
                     if seen is None:
                         state[link.source] = 1
@@ -233,6 +255,7 @@ class _Validator:
         literals: dict[str, Any] = {}
         links: dict[str, Link] = {}
         errors: list[dict[str, Any]] = []
+        received: dict[str, str] = {}  # linked input -> the type it receives (VALIDATE_INPUTS' input_types)
         for declared in spec.inputs:
             name = declared.name
             if name not in given:
@@ -241,8 +264,11 @@ class _Validator:
                                                name=name))
                 continue
             value = given[name]
+            if self.outer is not None and not declared.is_widget and not is_link(value):
+                literals[name] = value  # an expansion hands a value straight to a linked input
+                continue
             if isinstance(value, list):
-                link = self._link(node_id, declared, value, errors)
+                link = self._link(node_id, declared, value, errors, received)
                 if link is not None:
                     links[name] = link
                 continue
@@ -251,15 +277,22 @@ class _Validator:
             try:
                 literals[name] = declared.coerce(value, self._choices_of(declared))
             except InputError as err:
+                if err.kind in _RANGE_KINDS and spec.validate is not None and \
+                        (spec.validate_takes_all or name in spec.validate_takes):
+                    literals[name] = _cast(declared, value)  # VALIDATE_INPUTS judges this one (ComfyUI)
+                    continue
                 config = err.extra.get("input_config", _NOT_SET)
                 errors.append(_input_error(err.kind, err.message, err.details, name=name, value=value,
                                            config=self._config(declared) if config is _NOT_SET else config))
             except Exception as err:  # a faulty declaration must not take the server down
                 errors.append(_input_error("exception_during_inner_validation", "Exception when validating inner node",
                                            f"{name}: {type(err).__name__}: {err}", name=name, value=value))
-        if spec.validate is not None and not errors:
+        if spec.validate is not None and not errors and self.outer is None:
+            arguments = {**literals, **{name: None for name in links}}
+            if spec.validate_types:
+                arguments["input_types"] = received
             try:
-                verdict = spec.validate({**literals, **{name: None for name in links}})
+                verdict = spec.validate(arguments)
             except Exception as err:
                 errors.append(_input_error("exception_during_validation", "Exception when validating node",
                                            f"{type(err).__name__}: {err}"))
@@ -272,7 +305,8 @@ class _Validator:
         self.checked[node_id] = (literals, links)
         return links
 
-    def _link(self, node_id: str, declared: Any, value: list[Any], errors: list[dict[str, Any]]) -> Link | None:
+    def _link(self, node_id: str, declared: Any, value: list[Any], errors: list[dict[str, Any]],
+              received_types: dict[str, str] | None = None) -> Link | None:
         name = declared.name
         if not is_link(value):
             errors.append(_input_error("bad_linked_input", "Bad linked input, must be a length-2 list of [string, int]",
@@ -281,12 +315,15 @@ class _Validator:
                                        name=name, value=value, config=self._config(declared)))
             return None
         source, slot = value
-        if source not in self.prompt:
+        if source in self.prompt:
+            source_spec = self.specs[source]
+        elif self.outer is not None and source in self.outer:
+            source_spec = self.outer[source].spec
+        else:
             errors.append(_input_error("bad_linked_input", "Bad linked input",
                                        f"{name}: links to node '{source}', which is not in the prompt",
                                        name=name, value=value, config=self._config(declared)))
             return None
-        source_spec = self.specs[source]
         if not _whole(slot) or not 0 <= slot < len(source_spec.outputs):
             count = len(source_spec.outputs)
             errors.append(_input_error("bad_linked_input", "Bad linked input",
@@ -296,7 +333,9 @@ class _Validator:
             return None
         slot = int(slot)
         received = source_spec.outputs[slot].type
-        if not declared.accepts_type(received):
+        if received_types is not None:
+            received_types[name] = received
+        if not declared.accepts_type(received) and not self.specs[node_id].validate_types:
             error = _input_error("return_type_mismatch", "Return type mismatch between linked nodes",
                                  f"{name}, received_type({received}) mismatch input_type({declared.type_name})",
                                  name=name, config=self._config(declared))
@@ -319,7 +358,8 @@ class _Validator:
         literals, links = self.checked[node_id]
         # repr of str/int/float/bool literals is exact and unambiguous (floats round-trip, True != 1); the dicts
         # are filled in the spec's input order, so their order is the same on every run
-        static: tuple[Any, ...] = (spec.python_module, spec.name, tuple(literals.items()),
+        values = tuple(literals.items()) if self.outer is None else tuple(_static(item) for item in literals.items())
+        static: tuple[Any, ...] = (spec.python_module, spec.name, values,
                                    tuple((name, link.slot) for name, link in links.items()))
         if "UNIQUE_ID" in spec.hidden.values():
             static += (node_id,)  # its output depends on its id (ComfyUI adds the id for UNIQUE_ID too)
@@ -393,6 +433,25 @@ def _title(node: Mapping[str, Any]) -> str | None:
         return None
     title = meta.get("title") if isinstance(meta, Mapping) else None
     return title if isinstance(title, str) else None
+
+
+_RANGE_KINDS = ("value_smaller_than_min", "value_bigger_than_max", "value_not_in_list")
+
+
+def _cast(declared: Any, value: Any) -> Any:
+    """A literal cast to its declared type without the range and list checks (ComfyUI's casts: int(), float(),
+    str(), bool()); combo values stay as given."""
+    cast = {"INT": int, "FLOAT": float, "STRING": str, "BOOLEAN": bool}.get(declared.type_name)
+    return cast(value) if cast is not None else value
+
+
+def _static(item: tuple[str, Any]) -> tuple[str, Any]:
+    """A literal as it enters the signature: values a prompt can hold as they are; an object an expansion handed to
+    a linked input by identity (the executor never caches such a node: ComfyUI's unhashable inputs)."""
+    name, value = item
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return item
+    return name, ("object", type(value).__qualname__, id(value))
 
 
 def _whole(number: int | float) -> bool:

@@ -41,7 +41,10 @@ async def get_prompt(request: web.Request) -> web.Response:
 @routes.post("/prompt")
 async def post_prompt(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    body = await read_json(request)
+    body = state.on_prompt(await read_json(request))  # custom node packs' on_prompt handlers (ComfyUI does the same)
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_prompt", "Invalid prompt", "an on_prompt handler of a custom node returned "
+                       f"{type(body).__name__}, not the request body", body_extra={"node_errors": {}})
     if "prompt" not in body and body.get("workflow") is None:
         raise ApiError(400, "no_prompt", "No prompt provided",
                        "the request body has no 'prompt' (nor a UI 'workflow' to convert)",

@@ -5,9 +5,10 @@ create_app(config) (server/app.py) builds one AppState; handlers read it with `r
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -21,6 +22,10 @@ from server.paths import ServerFolders
 from server.userdata import UserStore
 
 
+def _unchanged(body: Any) -> Any:
+    return body
+
+
 class EngineNotStarted(RuntimeError):
     """A route needed the engine before the app's startup built it."""
 
@@ -28,13 +33,16 @@ class EngineNotStarted(RuntimeError):
 @dataclass
 class AppState:
     """config and runtime (folders, registry, services, executor): built by create_app; users: the userdata store;
-    hub: the websocket hub the engine emits into; engine: the queue and worker, set when the app starts."""
+    hub: the websocket hub the engine emits into; engine: the queue and worker, set when the app starts;
+    on_prompt: what every POST /prompt body passes through first (custom node packs' PromptServer
+    add_on_prompt_handler handlers; the body unchanged without packs)."""
 
     config: ServerConfig
     runtime: Runtime
     users: UserStore
     hub: EventHub
     _engine: Engine | None = None
+    on_prompt: Callable[[Any], Any] = _unchanged
 
     @property
     def engine(self) -> Engine:

@@ -53,6 +53,18 @@ async def extension_file(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(path, headers=NO_CACHE if path.suffix == ".js" else None)
 
 
+COMFY_SCRIPTS = frozenset({"app.js", "api.js"})  # ComfyUI's /scripts/ modules frontend extensions import
+
+
+async def comfy_script(request: web.Request) -> web.StreamResponse:
+    """/scripts/app.js and /scripts/api.js: the editor's shims of ComfyUI's modules (web/extensions/scripts/)."""
+    name = request.match_info["name"]
+    path = request.app[STATE].config.web_root / "extensions" / "scripts" / name
+    if name not in COMFY_SCRIPTS or not path.is_file():
+        raise not_found("file_not_found", "No such script", name[:120])
+    return web.FileResponse(path, headers=NO_CACHE)
+
+
 async def login_page(request: web.Request) -> web.Response:
     return web.Response(text=LOGIN_PAGE.format(error=""), content_type="text/html", headers=NO_CACHE)
 
@@ -78,6 +90,7 @@ def add_static_routes(app: web.Application, web_root_exists: bool) -> None:
     app.router.add_get("/login", login_page)
     app.router.add_post("/login", login)
     app.router.add_get("/extensions/{name}/{path:.+}", extension_file)
+    app.router.add_get("/scripts/{name}", comfy_script)
     if web_root_exists:
         app.router.add_static("/", request_root(app), follow_symlinks=False, show_index=False)
 

@@ -1,5 +1,6 @@
 """ComfyUI-style classes adapted into NodeSpecs: schema, validation, calls, conversions at the boundary."""
 
+import asyncio
 import math
 
 import pytest
@@ -228,7 +229,7 @@ class WrongReturn:
 
 class Expanding(WrongReturn):
     def go(self):
-        return {"expand": {}, "result": ()}
+        return {"expand": {"5.0.0.1": {"class_type": "EmptyLatentImage", "inputs": {}}}, "result": (["5.0.0.1", 0],)}
 
 
 class AsyncNode(WrongReturn):
@@ -241,13 +242,40 @@ class AsyncNode(WrongReturn):
 def test_results_are_checked_and_async_functions_are_awaited():
     with pytest.raises(LegacyNodeError, match="LATENT dict"):
         adapt_legacy_node("WrongReturn", WrongReturn).call(ctx(), {})
-    with pytest.raises(LegacyNodeError, match="expansion"):
-        adapt_legacy_node("Expanding", Expanding).call(ctx(), {})
-    assert adapt_legacy_node("AsyncNode", AsyncNode).call(ctx(), {}).values == (2,)
+    expanded = adapt_legacy_node("Expanding", Expanding).call(ctx(), {})  # links into the expansion stay links
+    assert expanded.values == (["5.0.0.1", 0],) and list(expanded.expand) == ["5.0.0.1"]
+    assert asyncio.run(adapt_legacy_node("AsyncNode", AsyncNode).call(ctx(), {})).values == (2,)
+
+
+@pytest.mark.parametrize("function", ["missing", None])
+def test_a_class_whose_function_names_no_method_is_listed_and_fails_when_run(function):
+    cls = type("Odd", (), {"INPUT_TYPES": classmethod(lambda c: {"required": {}}), "RETURN_TYPES": ("INT",),
+                           "FUNCTION": function})
+    spec = adapt_legacy_node("Odd", cls)  # ComfyUI lists it in /object_info
+    with pytest.raises(LegacyNodeError, match="FUNCTION"):
+        spec.call(ctx(), {})
+
+
+def test_fewer_values_than_outputs_are_filled_with_none_and_unknown_hidden_kinds_left_out():
+    seen = {}
+
+    class Short:
+        RETURN_TYPES = ("INT", "STRING", "IMAGE")
+        FUNCTION = "go"
+
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {"required": {}, "hidden": {"node": "UNIQUE_ID", "mystery": "NOT_A_COMFY_KIND"}}
+
+        def go(self, **kwargs):
+            seen.update(kwargs)
+            return (1,)
+
+    assert adapt_legacy_node("Short", Short).call(ctx("9"), {}).values == (1, None, None)
+    assert seen == {"node": "9"}
 
 
 @pytest.mark.parametrize("attributes, reason", [
-    ({"RETURN_TYPES": ("INT",), "FUNCTION": "missing"}, "FUNCTION"),
     ({"FUNCTION": "go"}, "RETURN_TYPES"),
     ({"RETURN_TYPES": "INT", "FUNCTION": "go"}, "RETURN_TYPES must be a tuple"),
 ])
