@@ -3,7 +3,7 @@
 `convert_workflow` does on the server what ComfyUI's frontend does in `graphToPrompt`:
   - reads UI workflow version 0.4 (links as arrays) and schema version 1 (links as objects, `state`), with native
     reroutes (links keep their real ends; reroutes are only drawing points) and subgraphs (`definitions.subgraphs`,
-    expanded with inner ids "outer:inner");
+    flattened as the frontend does, inner ids "outer:inner": server/workflow_subgraphs.py);
   - maps `widgets_values` onto the node's widget inputs (INT/FLOAT/STRING/BOOLEAN/COMBO, in declaration order,
     `forceInput` ones excepted), skipping the editor-only values stored after some widgets: control_after_generate
     after seeds ("fixed", "randomize"... or `true` in 2023 files) and the upload button after LoadImage's image;
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from os import PathLike
 from typing import Any, Literal
 
@@ -48,7 +48,6 @@ LEGACY_SEED_NAMES = frozenset({"seed", "noise_seed"})  # the 2023 frontend gave 
 GROUP_NODE_PREFIXES = ("workflow>", "workflow/")  # legacy group nodes (extra.groupNodes), not expanded here
 SUBGRAPH_INPUT = "-10"  # the id of a subgraph's input node in its inner links
 SUBGRAPH_OUTPUT = "-20"
-MAX_SUBGRAPH_DEPTH = 16
 
 __all__ = ["WorkflowError", "NodeProblem", "convert_workflow", "api_to_workflow", "detect_format", "to_api_prompt",
            "prompt_from_png", "read_png_metadata"]
@@ -130,6 +129,7 @@ class _Node:
     output_types: list[str]
     widgets_values: Any
     widgets_values_named: Mapping[str, Any] | None
+    properties: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -163,8 +163,11 @@ def convert_workflow(workflow: Mapping[str, Any], registry: Registry) -> dict[st
     """The API prompt {id: {"inputs", "class_type", "_meta": {"title"}}} of a UI workflow (0.4 or schema 1)."""
     if detect_format(workflow) != "ui":
         raise WorkflowError("This is an API prompt, not a UI workflow", kind="api_format")
+    from server.workflow_subgraphs import expand_subgraphs, subgraph_definitions  # it builds on this module
+
     problems: list[NodeProblem] = []
-    graph = _expand_subgraphs(_parse_graph(workflow, problems), problems)
+    graph = _parse_graph(workflow, problems)
+    graph = expand_subgraphs(graph, subgraph_definitions(workflow, problems), registry, problems)
     graph.roles = {**{t: r for t, r in EXTENSION_VIRTUAL_NODES.items() if t not in registry}, **CORE_VIRTUAL_NODES}
     prompt: dict[str, dict[str, Any]] = {}
     for node in graph.nodes.values():
@@ -273,10 +276,12 @@ def _parse_node(raw: Any, problems: list[NodeProblem], prefix: str) -> _Node | N
     mode = raw.get("mode", 0)
     named = raw.get("widgets_values_named")
     title = raw.get("title")
+    properties = raw.get("properties")
     return _Node(id=node_id, type=node_type, mode=mode if isinstance(mode, int) else 0,
                  title=title if isinstance(title, str) and title else None, inputs=inputs, output_types=outputs,
                  widgets_values=raw.get("widgets_values"),
-                 widgets_values_named=named if isinstance(named, Mapping) else None)
+                 widgets_values_named=named if isinstance(named, Mapping) else None,
+                 properties=properties if isinstance(properties, Mapping) else {})
 
 
 def _parse_link(raw: Any, problems: list[NodeProblem], prefix: str) -> tuple[str, _Link] | None:
@@ -314,88 +319,6 @@ def _items(container: Mapping[str, Any], key: str, problems: list[NodeProblem], 
 def _end(node_id: Any, prefix: str) -> str:
     text = str(node_id)
     return text if text in (SUBGRAPH_INPUT, SUBGRAPH_OUTPUT) else prefix + text
-
-
-# ---- subgraphs ----------------------------------------------------------------------------------------------------
-def _expand_subgraphs(graph: _Graph, problems: list[NodeProblem]) -> _Graph:
-    """Replace each active subgraph instance by its inner nodes ("outer:inner" ids), rewiring links through it.
-
-    A muted or bypassed instance stays a single node and is handled like any muted/bypassed node.
-    """
-    if not graph.subgraphs:
-        return graph
-    links = dict(graph.links)
-    pending = deque(graph.nodes.values())
-    nodes: dict[str, _Node] = {}
-    while pending:
-        node = pending.popleft()
-        definition = graph.subgraphs.get(node.type)
-        if definition is None or node.mode in (MODE_MUTED, MODE_BYPASS):
-            nodes[node.id] = node
-            continue
-        if node.id.count(":") >= MAX_SUBGRAPH_DEPTH:
-            problems.append(NodeProblem(node.id, node.type, "invalid_subgraph",
-                                        "subgraphs nested too deep (a subgraph that contains itself?)"))
-            continue
-        inner = _parse_graph(definition, problems, prefix=f"{node.id}:")
-        pending.extendleft(reversed(_splice(node, definition, inner, links)))
-    return _Graph(nodes, links, graph.subgraphs)
-
-
-def _splice(instance: _Node, definition: Mapping[str, Any], inner: _Graph, links: dict[str, _Link]) -> list[_Node]:
-    """Wire an instance's inner graph into `links` (in place) and return its inner nodes."""
-    names = [str(i.get("name", "")) for i in _items(definition, "inputs", []) if isinstance(i, Mapping)]
-    inner_nodes = dict(inner.nodes)
-    promoted = _promoted_widget_values(instance)
-    # Inner links that start at the subgraph's input node continue the outer link into the instance's input.
-    for key, link in list(inner.links.items()):
-        if link.origin != SUBGRAPH_INPUT:
-            continue
-        outer = links.get(_instance_input_link(instance, names, link.origin_slot) or "")
-        name = names[link.origin_slot] if link.origin_slot < len(names) else None
-        if outer is not None:
-            inner.links[key] = replace(link, origin=outer.origin, origin_slot=outer.origin_slot)
-        elif name in promoted:  # a widget shown on the instance: its value feeds the inner input like a primitive
-            holder = _Node(id=f"{instance.id}:input:{name}", type="PrimitiveNode", mode=0, title=None, inputs=[],
-                           output_types=[link.type], widgets_values=[promoted[name]], widgets_values_named=None)
-            inner_nodes[holder.id] = holder
-            inner.links[key] = replace(link, origin=holder.id, origin_slot=0)
-        else:  # unconnected subgraph input: the inner node keeps its own widget value
-            del inner.links[key]
-            target = inner_nodes.get(link.target)
-            if target is not None:
-                target.inputs = [replace(s, link=None) if s.link == key else s for s in target.inputs]
-    # Outer links from the instance's outputs start where the subgraph's output node is fed.
-    outputs = {link.target_slot: link for link in inner.links.values() if link.target == SUBGRAPH_OUTPUT}
-    for key, link in list(links.items()):
-        if link.origin == instance.id:
-            feed = outputs.get(link.origin_slot)
-            if feed is None:
-                del links[key]
-            else:
-                links[key] = replace(link, origin=feed.origin, origin_slot=feed.origin_slot)
-    links.update({key: link for key, link in inner.links.items() if link.target != SUBGRAPH_OUTPUT})
-    return list(inner_nodes.values())
-
-
-def _promoted_widget_values(instance: _Node) -> dict[str, Any]:
-    """Values of the widgets an instance shows for its subgraph inputs (one per input marked as a widget), when
-    the instance stores one value per such input."""
-    widget_inputs = [slot.key for slot in instance.inputs if slot.widget]
-    values = instance.widgets_values
-    if isinstance(values, Mapping):
-        return {name: values[name] for name in widget_inputs if name in values}
-    if isinstance(values, list) and widget_inputs and len(values) == len(widget_inputs):
-        return dict(zip(widget_inputs, values))
-    return {}
-
-
-def _instance_input_link(instance: _Node, names: Sequence[str], slot: int) -> str | None:
-    if slot < len(names):
-        for candidate in instance.inputs:
-            if candidate.name == names[slot]:
-                return candidate.link
-    return instance.inputs[slot].link if slot < len(instance.inputs) else None
 
 
 # ---- link resolution ----------------------------------------------------------------------------------------------
