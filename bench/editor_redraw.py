@@ -8,8 +8,9 @@ redraws of the canvas (1280x720, software raster as --disable-gpu gives) at thre
 
 - fit:    the whole graph on screen (every node drawn, far-zoom level of detail) -- the figure ComfyUI's own
           frontend was measured at: 26 ms median at 500 nodes, 64 ms at 2,000 (our target: < 13 / < 32 ms);
-- 0.35x:  the farthest zoom that still draws titles, slots and widget bars (nodes off screen culled);
-- 0.6x:   the farthest zoom at full detail (all text and widgets), so the most nodes drawn in full;
+- 0.39x:  the farthest zoom that still draws titles, slots and widget bars (nodes off screen culled);
+- 0.45x:  the farthest zoom at full detail (all text and widgets: 12 px text is 5.4 px on screen, the smallest
+          legible; web/canvas/view.js), so the most nodes drawn in full;
 - 1.0x:   full detail at normal size, culled to what is visible.
 
 Each redraw is timed as the renderer's JavaScript plus a forced raster (a 1-pixel getImageData readback), so lazily
@@ -112,20 +113,20 @@ async def measure(base: str, sizes: list[int], frames: int, chromium: str, loads
         browser = await p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         load_ms = []
         for _ in range(loads):
-            context = await browser.new_context(viewport={"width": 1280 + 44, "height": 720 + 42})
+            context = await browser.new_context(viewport={"width": 1280 + 56, "height": 720 + 42})
             page = await context.new_page()
             await page.goto(f"{base}/index.html?fixtures")
             await page.wait_for_selector("body.ready", timeout=30000)
             load_ms.append(await page.evaluate("performance.getEntriesByName('chisel-ready')[0].startTime"))
             await context.close()
         rows = []
-        context = await browser.new_context(viewport={"width": 1280 + 44, "height": 720 + 42})
+        context = await browser.new_context(viewport={"width": 1280 + 56, "height": 720 + 42})
         page = await context.new_page()
         await page.goto(f"{base}/index.html?fixtures")
         await page.wait_for_selector("body.ready", timeout=30000)
         for n in sizes:
             built = await page.evaluate(BUILD_JS, n)
-            for view in ("fit", 0.35, 0.6, 1.0):
+            for view in ("fit", 0.39, 0.45, 1.0):
                 r = await page.evaluate(TIME_JS, [frames, view])
                 rows.append((n, built["links"], view, r))
         await browser.close()

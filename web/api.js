@@ -100,20 +100,25 @@ export function createApi({
     objectInfo: () => request('/object_info'),
     systemStats: () => request('/system_stats'),
     embeddings: () => request('/embeddings'),
+    modelFolders: () => request('/models'),
+    modelFiles: (folder) => request(`/models/${enc(folder)}`),
+    modelMetadata: (folder, filename) => request(`/view_metadata/${enc(folder)}?filename=${enc(filename)}`),
 
     /** UI workflow -> API prompt, by the server's converter (throws ApiError with node_errors on 400). */
     convertWorkflow: (workflow) => request('/workflow/convert', { method: 'POST', json: { workflow } }),
     /**
      * Queues an API prompt (the UI workflow goes along as extra_pnginfo), or, without `prompt`, the UI workflow
      * itself: the server converts it (the answer then carries the converted `prompt`) and embeds it as
-     * extra_pnginfo.workflow, so one request queues a run.
+     * extra_pnginfo.workflow, so one request queues a run. `targets` (output node ids) runs only those outputs
+     * and what they need (ComfyUI's partial_execution_targets).
      */
-    queuePrompt: ({ prompt, workflow, front = false, number }) => request('/prompt', {
+    queuePrompt: ({ prompt, workflow, front = false, number, targets }) => request('/prompt', {
       method: 'POST',
       json: { ...(prompt !== undefined
         ? { prompt, extra_data: { extra_pnginfo: { workflow } } }
         : { workflow }),
-      client_id: clientId, ...(front ? { front: true } : {}), ...(number !== undefined ? { number } : {}) },
+      client_id: clientId, ...(front ? { front: true } : {}), ...(number !== undefined ? { number } : {}),
+      ...(targets?.length ? { partial_execution_targets: targets } : {}) },
     }),
     getQueue: () => request('/queue'),
     getWorkers: () => request('/workers'),
@@ -134,6 +139,15 @@ export function createApi({
       form.append('subfolder', subfolder);
       form.append('overwrite', overwrite ? 'true' : 'false');
       return request('/upload/image', { method: 'POST', body: form });
+    },
+    /** ComfyUI's mask upload: `file`'s alpha becomes the alpha of `original` ({filename, subfolder, type}). */
+    uploadMask: (file, original, { subfolder = 'clipspace', name } = {}) => {
+      const form = new FormData();
+      form.append('image', file, name ?? file.name ?? 'mask.png');
+      form.append('type', 'input');
+      form.append('subfolder', subfolder);
+      form.append('original_ref', JSON.stringify(original));
+      return request('/upload/mask', { method: 'POST', body: form });
     },
 
     getSettings: () => request('/settings'),

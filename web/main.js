@@ -11,14 +11,23 @@ import { createImageStore } from './app/images.js';
 import { createNodeArea } from './app/node_area.js';
 import { queryString } from './app/sigma_curves.js';
 import { areaRect } from './canvas/inspector.js';
-import { commandFor } from './app/keymap.js';
+import { toGraph } from './canvas/viewport.js';
+import { commandFor, withBindings } from './app/keymap.js';
+import { KEYBINDINGS_SETTING } from './panels/keybindings.js';
 import * as menuItems from './app/menus.js';
 import { Workspace } from './app/workspace.js';
 import { createMenus } from './panels/contextmenu.js';
 import { createDialogs } from './panels/dialogs.js';
 import { createErrorPanel } from './panels/errors.js';
 import { createLightbox } from './panels/lightbox.js';
+import { createMaskEditor } from './panels/mask_editor.js';
+import { createModelLibrary, MODEL_DRAG_TYPE } from './panels/model_library.js';
+import { createNodeLibrary, NODE_DRAG_TYPE } from './panels/node_library.js';
+import { createMinimap } from './panels/minimap.js';
+import { tooltipFor } from './app/tooltips.js';
+import { createTooltip } from './panels/tooltip.js';
 import { createQueuePanel } from './panels/queue.js';
+import { createAssetsPanel } from './panels/assets.js';
 import { createSearchBox } from './panels/search.js';
 import { createSidebar } from './panels/sidebar.js';
 import { renderTabs } from './panels/tabs.js';
@@ -27,6 +36,10 @@ import { createRunBar } from './panels/topbar.js';
 import { createTourPanel } from './panels/tour.js';
 import { createWorkflowsPanel } from './panels/workflows.js';
 import { createEditors } from './widgets/editors.js';
+import { createBreadcrumb } from './subgraph/breadcrumb.js';
+import { registerSubgraphDefs } from './subgraph/definition.js';
+import { loadExtensions } from './extensions/loader.js';
+import { breadcrumb, topGraph } from './subgraph/navigate.js';
 
 const $ = (sel) => document.querySelector(sel);
 
@@ -60,8 +73,10 @@ async function boot() {
   const api = createApi();
   const toasts = createToasts($('#toasts'));
   let defs;
+  let objectInfo;
   try {
-    defs = buildNodeDefs(await loadObjectInfo(api));
+    objectInfo = await loadObjectInfo(api);
+    defs = buildNodeDefs(objectInfo);
   } catch (e) {
     $('#boot-error').hidden = false;
     $('#boot-error .message').textContent = `Cannot load the node definitions: ${e.message}`;
@@ -75,6 +90,7 @@ async function boot() {
   const dialogs = createDialogs(document.body);
   const menus = createMenus(document.body);
   const lightbox = createLightbox(document.body);
+  const maskEditor = createMaskEditor(document.body);
   const search = createSearchBox(document.body, () => defs);
   let controller = null;
   let editor = null;
@@ -99,12 +115,29 @@ async function boot() {
     editor.centerOn(node);
   } });
   const sidebar = createSidebar($('#rail'), $('#sidebar'), {
-    queue: { icon: icon('M3 5h14M3 10h14M3 15h9'), title: 'Queue and history (Q)', onOpen: () => queuePanel.refresh() },
-    workflows: { icon: icon('M3 6h5l2 2h7v8H3z'), title: 'Workflows (W)', onOpen: () => workflowsPanel.refresh() },
+    nodes: { icon: icon('M3 3h6v6H3zM11 11h6v6h-6zM9 6h4v5'), title: 'Node library (N)', label: 'Nodes',
+      onOpen: () => nodeLibrary.refresh() },
+    models: { icon: icon('M10 2l7 4v8l-7 4-7-4V6zM3 6l7 4 7-4M10 10v8'), title: 'Model library (M)', label: 'Models',
+      onOpen: () => modelLibrary.refresh() },
+    queue: { icon: icon('M3 5h14M3 10h14M3 15h9'), title: 'Queue and history (Q)', label: 'Queue',
+      onOpen: () => queuePanel.refresh() },
+    assets: { icon: icon('M3 3h6v6H3zM11 3h6v6h-6zM3 11h6v6H3zM11 11h6v6h-6z'), title: 'Assets: past runs\' images',
+      label: 'Assets', onOpen: () => assetsPanel.refresh() },
+    workflows: { icon: icon('M3 6h5l2 2h7v8H3z'), title: 'Workflows (W)', label: 'Workflows',
+      onOpen: () => workflowsPanel.refresh() },
   });
+  const nodeLibrary = createNodeLibrary(sidebar.body('nodes'), { getDefs: () => defs,
+    onAdd: (type) => controller.addNodeAt(type, editor.center()) });
+  const modelLibrary = createModelLibrary(sidebar.body('models'), { api, notify: toasts.notify,
+    onAdd: (folder, name) => controller.addModelLoader(folder, name) });
   const queuePanel = createQueuePanel(sidebar.body('queue'), {
     api, notify: toasts.notify,
     onImage: (urls, i) => lightbox.open(urls, i),
+    onLoadWorkflow: (wf, id) => (wf ? controller.openWorkflow(wf, { name: `Run ${id.slice(0, 8)}` })
+      : toasts.notify('This run has no workflow attached', 'warn')),
+  });
+  const assetsPanel = createAssetsPanel(sidebar.body('assets'), {
+    api, lightbox, notify: toasts.notify, onQueued: () => ui.sidebar.refreshQueue(),
     onLoadWorkflow: (wf, id) => (wf ? controller.openWorkflow(wf, { name: `Run ${id.slice(0, 8)}` })
       : toasts.notify('This run has no workflow attached', 'warn')),
   });
@@ -115,17 +148,20 @@ async function boot() {
     onSave: () => controller.run('save'),
   });
   const tabsEl = $('#tabs');
+  const crumbs = createBreadcrumb($('#canvas-wrap'), { onGo: (depth) => controller.subgraphs.exit(depth) });
   const ui = {
-    toasts, dialogs, errors, lightbox, runBar,
+    toasts, dialogs, errors, lightbox, runBar, maskEditor,
     tabs: { render: () => {
       renderTabs(tabsEl, workspace, {
         onActivate: (d) => controller.activate(d), onClose: (d) => controller.closeTab(d), onNew: () => controller.newWorkflow(),
       });
       tour?.refresh();
+      if (workspace.active) crumbs.render(breadcrumb(workspace.active));
     } },
     sidebar: {
       toggle: sidebar.toggle,
-      refreshQueue: () => sidebar.isOpen('queue') && queuePanel.refresh(),
+      refreshQueue: () => (sidebar.isOpen('queue') ? queuePanel.refresh()
+        : sidebar.isOpen('assets') && assetsPanel.refresh()),
       refreshWorkflows: () => sidebar.isOpen('workflows') && workflowsPanel.refresh(),
     },
     openFilePicker: () => $('#file-open').click(),
@@ -136,7 +172,7 @@ async function boot() {
     refreshDefs: async () => {
       defs = buildNodeDefs(await loadObjectInfo(api));
       workspace.defs = defs;
-      for (const d of workspace.docs) d.defs = defs;
+      for (const d of workspace.docs) { d.defs = defs; registerSubgraphDefs(topGraph(d), defs); }
     },
   });
 
@@ -148,15 +184,32 @@ async function boot() {
   });
   let settingsCache = controller.resolveSettings();
   const editors = createEditors($('#overlay'), { weightDelta: () => settingsCache.weightDelta });
+  const tooltip = createTooltip(document.body);
+  const minimap = createMinimap($('#canvas-wrap'), {
+    getScene: () => ({ graph: workspace.active.graph, vp: workspace.active.vp, screen: editor.size,
+      exec: workspace.active.exec, selection: workspace.active.selection }),
+    onMove: () => editor.redraw(),
+  });
   const ctxFor = (at) => ({ doc: workspace.active, defs, at, commands: { ...controller, run: controller.run,
-    lightbox: (node) => lightbox.open(controller.imageUrls(workspace.active, node)) },
+    lightbox: (node) => lightbox.open(controller.imageUrls(workspace.active, node)),
+    compareImages: (node) => lightbox.open(controller.imageUrls(workspace.active, node).slice(0, 2), 1,
+      { comparing: true }) },
   imageUrls: (node) => controller.imageUrls(workspace.active, node) });
   editor = createEditor({
     canvas: $('#graph-canvas'), getDoc: () => workspace.active, getDefs: () => defs,
     settings: () => settingsCache, editors, menus,
     imagesFor: (d, node) => controller.imageUrls(d, node).map((u) => images.get(u)), area: nodeArea,
     onChange: () => controller.changed(),
+    afterDraw: [() => {
+      if (minimap.visible !== settingsCache.showMinimap) minimap.setVisible(settingsCache.showMinimap);
+      document.body.classList.toggle('light', settingsCache.palette === 'light');
+      minimap.draw();
+    }],
     hooks: {
+      hover: (hit, at) => {
+        const tip = hit && tooltipFor(hit, defs);
+        tooltip.show(tip, at, tip && `${hit.node.id}|${hit.kind}|${hit.slot ?? ''}|${hit.widget?.name ?? ''}`);
+      },
       openSearch: (opts) => search.open(opts),
       closePopups: () => menus.close(),
       notify: (m, kind) => toasts.notify(m, kind),
@@ -173,6 +226,7 @@ async function boot() {
       },
       chooseUpload: (node) => controller.chooseUpload(node),
       renameNode: (node) => controller.renameNode(node),
+      openSubgraph: (node) => controller.subgraphs.open(node.id),
       renameGroup: (group) => controller.renameGroup(group),
     },
   });
@@ -193,8 +247,8 @@ async function boot() {
   // keyboard, paste, drop, file open
   let pasteFallback = null;
   window.addEventListener('keydown', (e) => {
-    if (document.querySelector('.modal-backdrop') || lightbox.isOpen) return;
-    const command = commandFor(e);
+    if (document.querySelector('.modal-backdrop') || lightbox.isOpen || maskEditor.isOpen) return;
+    const command = commandFor(e, withBindings(settingsStore.stored[KEYBINDINGS_SETTING]));
     if (!command) return;
     if (command === 'paste' || command === 'pasteWithLinks') {
       // the paste event follows (with any image on the system clipboard); paste nodes if it does not come
@@ -211,12 +265,24 @@ async function boot() {
     controller.onPaste(e);
   });
   const wrap = $('#canvas-wrap');
-  wrap.addEventListener('dragover', (e) => { e.preventDefault(); wrap.classList.add('dropping'); });
+  wrap.addEventListener('dragover', (e) => {
+    e.preventDefault();
+    const types = [...(e.dataTransfer?.types ?? [])];
+    if (!types.includes(NODE_DRAG_TYPE) && !types.includes(MODEL_DRAG_TYPE)) wrap.classList.add('dropping');
+  });
   wrap.addEventListener('dragleave', () => wrap.classList.remove('dropping'));
   wrap.addEventListener('drop', (e) => {
     e.preventDefault();
     wrap.classList.remove('dropping');
     const r = wrap.getBoundingClientRect();
+    const at = toGraph(workspace.active.vp, [e.clientX - r.left, e.clientY - r.top]);
+    const nodeType = e.dataTransfer?.getData(NODE_DRAG_TYPE);
+    if (nodeType) return void controller.addNodeAt(nodeType, at);
+    const model = e.dataTransfer?.getData(MODEL_DRAG_TYPE);
+    if (model) {
+      const { folder, name } = JSON.parse(model);
+      return void controller.addModelLoader(folder, name, at);
+    }
     controller.handleFiles([...(e.dataTransfer?.files ?? [])], [e.clientX - r.left, e.clientY - r.top]);
   });
   $('#file-open').addEventListener('change', (e) => {
@@ -241,6 +307,7 @@ async function boot() {
       { separator: true },
       { label: 'Settings', hint: 'Ctrl+,', action: t.settings },
       { label: 'Keyboard shortcuts', hint: '?', action: t.help },
+      { label: 'Edit keybindings…', action: t.keybindings },
     ], [r.left, r.bottom + 4]);
   });
   $('#help-button').addEventListener('click', () => controller.run('help'));
@@ -254,12 +321,18 @@ async function boot() {
   api.on('reconnected', () => { runBar.setConnected(true); toasts.notify('Reconnected', 'success'); controller.resync(); });
   api.on('disconnected', () => { runBar.setConnected(false); toasts.notify('Connection lost, reconnecting…', 'warn'); });
   if (!fixtures) api.connect();
+  // Custom node packs' frontend extensions: each runs alone; a failing one is reported, never the editor.
+  if (!fixtures) {
+    loadExtensions({ api, objectInfo, notify: toasts.notify })
+      .catch((e) => toasts.notify(`Custom node extensions: ${e.message}`, 'warn'));
+  }
 
   controller.changed();
   editor.drawNow();
   document.body.classList.add('ready');
   performance.mark('chisel-ready');
-  window.chisel = { api, workspace, editor, controller, tracker, area: nodeArea, tour, get defs() { return defs; } };
+  window.chisel = { api, workspace, editor, controller, tracker, area: nodeArea, tour, lightbox, maskEditor,
+    get defs() { return defs; } };
 }
 
 boot();

@@ -98,6 +98,29 @@ async def model_files(request: web.Request) -> web.Response:
     return web.json_response(files)
 
 
+@routes.get("/chisel/model_card/{folder}")
+async def model_card(request: web.Request) -> web.Response:
+    """{"card": the model's card (the Markdown file beside it, NAME.md) or null}: the editor reads a model's
+    recommended size and sampler settings from it to suggest new nodes' defaults."""
+    from server.paths import ModelNotFound
+
+    filename = request.query.get("filename")
+    if not filename:
+        raise bad_request("missing_field", "Query parameter filename is required", "", parameter="filename")
+    try:
+        path = request.app[STATE].folders.model_path(request.match_info["folder"], filename)
+    except UnknownFolder as exc:
+        raise not_found("unknown_folder", "Unknown model folder", exc.message) from None
+    except ModelNotFound as exc:
+        raise not_found("model_not_found", "No such model file", str(exc)) from None
+    card = path.with_suffix(".md")
+
+    def read() -> str | None:
+        return card.read_text(encoding="utf-8", errors="replace")[:200_000] if card.is_file() else None
+
+    return web.json_response({"card": await asyncio.get_running_loop().run_in_executor(None, read)})
+
+
 @routes.get("/experiment/models")
 async def experiment_models(request: web.Request) -> web.Response:
     folders = request.app[STATE].folders

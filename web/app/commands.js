@@ -4,16 +4,21 @@
 import { alignNodes, distributeNodes } from '../graph/align.js';
 import { copyNodes, pasteNodes } from '../graph/clipboard.js';
 import { Mode } from '../graph/model.js';
-import { getWidgetValue, newNodeFields, widgetsOf } from '../graph/schema.js';
+import { getWidgetValue, newNodeFields, WidgetKind, widgetsOf } from '../graph/schema.js';
 import { computeSize, nodeTitle, TITLE_H } from '../canvas/layout.js';
+import { clampValue } from '../widgets/number.js';
+import { applyDefaults } from './model_defaults.js';
 
 export const CLIPBOARD_KEY = 'chisel.clipboard';
 
-/** A new node of `type` at `pos` (graph space), sized for its widgets. Not a checkpoint by itself. */
+/** A new node of `type` at `pos` (graph space), sized for its widgets, with the defaults the loaded model
+ * suggests (doc.modelDefaults, app/model_hints.js). Not a checkpoint by itself. */
 export function createNode(doc, type, pos) {
   const def = doc.defs.get(type);
   if (!def) throw new Error(`unknown node type "${type}"`);
-  const node = doc.graph.addNode(newNodeFields(def, pos));
+  const fields = newNodeFields(def, pos);
+  if (doc.modelDefaults) applyDefaults(fields, def, doc.modelDefaults);
+  const node = doc.graph.addNode(fields);
   node.size = computeSize(node, widgetsOf(node, doc.defs, doc.graph), nodeTitle(node, def));
   return node;
 }
@@ -147,16 +152,25 @@ export function firstCompatibleOutput(node, type, typesCompatible) {
   return node.outputs.findIndex((o) => typesCompatible(o.type, type));
 }
 
-/** A PrimitiveNode just linked to a widget takes that widget's current value (as ComfyUI's does). */
+/** A PrimitiveNode just linked to a widget takes that widget's value and range (its widget is the target's, with
+ * min/max: schema.js widgetsOf), as ComfyUI's does: its first link takes the target's current value; a further
+ * link keeps the primitive's value, brought within the new target's min/max. */
 export function seedPrimitive(doc, link) {
   const origin = doc.graph.getNode(link.origin_id);
   if (!doc.defs.get(origin?.type)?.primitive) return;
-  if (Array.isArray(origin.widgets_values) && origin.widgets_values.length) return;
   const target = doc.graph.getNode(link.target_id);
   const name = target.inputs[link.target_slot]?.widget?.name;
   const spec = name && widgetsOf(target, doc.defs, doc.graph).find((w) => w.name === name);
   if (!spec) return;
-  origin.widgets_values = [getWidgetValue(target, spec), 'fixed'];
+  const had = Array.isArray(origin.widgets_values) && origin.widgets_values.length;
+  const first = (origin.outputs[0]?.links ?? []).length <= 1;
+  if (had && !first) {
+    if (spec.kind === WidgetKind.INT || spec.kind === WidgetKind.FLOAT) {
+      origin.widgets_values[0] = clampValue(spec, origin.widgets_values[0]);
+    }
+    return;
+  }
+  origin.widgets_values = [getWidgetValue(target, spec), had ? origin.widgets_values[1] ?? 'fixed' : 'fixed'];
   if (!origin.title) origin.title = name;
   const size = computeSize(origin, widgetsOf(origin, doc.defs, doc.graph), origin.title);
   origin.size = [Math.max(origin.size[0], size[0]), Math.max(origin.size[1], size[1])];

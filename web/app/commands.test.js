@@ -124,3 +124,20 @@ test('a Primitive linked to a widget takes its value and shows it as its own wid
   assert.equal(prim.title, 'steps');
   assert.equal(widgetsOf(prim, doc.defs, doc.graph)[0].options.max, 10000);
 });
+
+test('a Primitive takes the range of the widget it feeds; a second link keeps its value within the new range', async () => {
+  const { widgetsOf } = await import('../graph/schema.js');
+  const doc = open();
+  const prim = cmd.createNode(doc, 'PrimitiveNode', [0, 0]);
+  prim.widgets_values = [12345, 'increment']; // left over from an earlier link
+  cmd.seedPrimitive(doc, doc.graph.connect(prim.id, 0, 3, doc.graph.widgetInputSlot(3, 'seed', 'INT')));
+  const seed = doc.graph.getNode(3).widgets_values[0];
+  assert.deepEqual(prim.widgets_values, [seed, 'increment'], 'the first link takes the target\'s value');
+  const [value] = widgetsOf(prim, doc.defs, doc.graph);
+  assert.deepEqual([value.kind, value.options.min, value.options.max], ['INT', 0, 0xffffffffffffffff]);
+
+  const other = cmd.createNode(doc, 'KSampler', [400, 0]);
+  prim.widgets_values[0] = 50000;
+  cmd.seedPrimitive(doc, doc.graph.connect(prim.id, 0, other.id, doc.graph.widgetInputSlot(other.id, 'steps', 'INT')));
+  assert.deepEqual(prim.widgets_values, [10000, 'increment'], 'steps allows at most 10000');
+});

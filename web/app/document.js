@@ -4,6 +4,8 @@
 import { History } from '../graph/history.js';
 import { loadWorkflow, saveWorkflow } from '../graph/serialize.js';
 import { makeViewport } from '../canvas/viewport.js';
+import { registerSubgraphDefs } from '../subgraph/definition.js';
+import { flushSubgraphs, resetNav } from '../subgraph/navigate.js';
 
 /** What the canvas shows about a run on this workflow's nodes. */
 export function emptyExecState() {
@@ -36,12 +38,13 @@ export class WorkflowDoc {
   }
 
   static fromWorkflow(json, { defs, name, path = null, key = null }) {
+    registerSubgraphDefs(json, defs); // instances' widgets need their subgraph's node definition to load
     return new WorkflowDoc({ graph: loadWorkflow(json, { defs }), defs, name, path, key });
   }
 
   /** The graph as undo sees it: the workflow without the view position. */
   snapshot() {
-    const wf = saveWorkflow(this.graph, { defs: this.defs });
+    const wf = saveWorkflow(flushSubgraphs(this), { defs: this.defs }); // the whole workflow, an open subgraph too
     delete wf.extra.ds;
     return JSON.stringify(wf);
   }
@@ -68,7 +71,10 @@ export class WorkflowDoc {
 
   restore(snapshot) {
     if (snapshot === null) return false;
-    this.graph = loadWorkflow(JSON.parse(snapshot), { defs: this.defs });
+    const json = JSON.parse(snapshot);
+    registerSubgraphDefs(json, this.defs);
+    resetNav(this);
+    this.graph = loadWorkflow(json, { defs: this.defs });
     const alive = (id) => this.graph.nodes.has(id);
     this.selection = new Set([...this.selection].filter(alive));
     this.selectedGroups.clear();
@@ -89,7 +95,7 @@ export class WorkflowDoc {
 
   /** The UI workflow (version 0.4) with the view position, for saving and for extra_pnginfo. */
   toWorkflow() {
-    return saveWorkflow(this.graph, { defs: this.defs, ds: this.vp });
+    return saveWorkflow(flushSubgraphs(this), { defs: this.defs, ds: this.vp });
   }
 
   selectedNodes() {

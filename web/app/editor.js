@@ -5,14 +5,17 @@ import { attachInteraction } from '../canvas/interaction.js';
 import { createFrame } from '../canvas/frame.js';
 import { createRenderer } from '../canvas/view.js';
 import { fitRect, toGraph, zoomAt } from '../canvas/viewport.js';
+import { paletteOf } from '../canvas/theme.js';
 import { WidgetKind } from '../graph/schema.js';
+import { execView, subgraphPath } from '../subgraph/navigate.js';
 
 /**
  * @param deps canvas, getDoc() -> active WorkflowDoc, getDefs(), settings() -> {linkStyle, snapToGrid, ...},
  *   imagesFor(doc, node) -> [HTMLImageElement], area (node_area.js: panels and curves below the widgets), editors,
- *   menus, hooks (see canvas/interaction.js), onChange()
+ *   menus, hooks (see canvas/interaction.js), onChange(), afterDraw: [fn(editor)] run after each draw (the minimap)
  */
-export function createEditor({ canvas, getDoc, getDefs, settings, imagesFor, area, editors, menus, hooks, onChange }) {
+export function createEditor({ canvas, getDoc, getDefs, settings, imagesFor, area, editors, menus, hooks, onChange,
+  afterDraw = [] }) {
   const ctx = canvas.getContext('2d');
   const render = createRenderer();
   let width = 0, height = 0, dpr = 1;
@@ -35,7 +38,8 @@ export function createEditor({ canvas, getDoc, getDefs, settings, imagesFor, are
   }
 
   function hasImages(doc, node) {
-    if (doc.exec.outputs.has(node.id) || doc.exec.previews.has(node.id) || area?.has(doc, node)) return true;
+    const exec = execView(doc.exec, subgraphPath(doc));
+    if (exec.outputs.has(node.id) || exec.previews.has(node.id) || area?.has(doc, node)) return true;
     return getDefs().get(node.type)?.widgets.some((w) => w.kind === WidgetKind.UPLOAD) ?? false;
   }
 
@@ -53,7 +57,8 @@ export function createEditor({ canvas, getDoc, getDefs, settings, imagesFor, are
     return {
       graph: doc.graph, defs: getDefs(), vp: doc.vp, width, height, dpr, frame: frame(),
       selection: doc.selection, selectedGroups: doc.selectedGroups, selectedReroutes: doc.selectedReroutes,
-      exec: doc.exec, settings: settings(), imagesFor: (node) => imagesFor(doc, node),
+      exec: execView(doc.exec, subgraphPath(doc)), // "12:5" shows on instance 12 (on node 5 inside it)
+      settings: settings(), theme: paletteOf(settings().palette), imagesFor: (node) => imagesFor(doc, node),
       area: area && { panel: (n) => area.panelFor(doc, n), curve: (n) => area.curveFor(doc, n),
         highlight: (n) => area.highlightFor(doc, n) },
       drag: interaction?.overlay() ?? null, editing,
@@ -66,6 +71,7 @@ export function createEditor({ canvas, getDoc, getDefs, settings, imagesFor, are
     frameCache = null;
     if (!getDoc()) return null;
     lastStats = render(ctx, scene());
+    for (const fn of afterDraw) fn(editor);
     return lastStats;
   }
 

@@ -18,6 +18,7 @@ export const SHORTCUTS = Object.freeze([
   { keys: 'Delete', command: 'delete', label: 'Delete the selection' },
   { keys: 'Backspace', command: 'delete', label: 'Delete the selection' },
   { keys: 'Ctrl+G', command: 'group', label: 'Group the selection' },
+  { keys: 'Ctrl+Shift+E', command: 'convertToSubgraph', label: 'Turn the selection into a subgraph' },
   { keys: 'Ctrl+M', command: 'mute', label: 'Mute / unmute (mode never)' },
   { keys: 'Ctrl+B', command: 'bypass', label: 'Bypass / un-bypass' },
   { keys: 'Alt+C', command: 'collapse', label: 'Collapse / expand' },
@@ -29,12 +30,15 @@ export const SHORTCUTS = Object.freeze([
   { keys: 'R', command: 'refresh', label: 'Refresh node definitions' },
   { keys: 'Q', command: 'togglePanelQueue', label: 'Queue and history panel' },
   { keys: 'W', command: 'togglePanelWorkflows', label: 'Workflows panel' },
+  { keys: 'N', command: 'togglePanelNodes', label: 'Node library panel' },
+  { keys: 'M', command: 'togglePanelModels', label: 'Model library panel' },
+  { keys: 'Shift+M', command: 'toggleMinimap', label: 'Show / hide the minimap' },
   { keys: 'Ctrl+,', command: 'settings', label: 'Settings' },
   { keys: '?', command: 'help', label: 'This help' },
   { keys: 'Space+drag', command: null, label: 'Pan the canvas' },
   { keys: 'Ctrl+drag', command: null, label: 'Box select (Shift+drag adds)' },
   { keys: 'Alt+drag', command: null, label: 'Clone the dragged nodes' },
-  { keys: 'Double-click', command: null, label: 'Search nodes (on a link: add a reroute)' },
+  { keys: 'Double-click', command: null, label: 'Search nodes (on a link: add a reroute; on a subgraph: open it)' },
   { keys: 'Ctrl+Alt+click', command: null, label: 'Disconnect a slot' },
   { keys: 'Ctrl+Up/Down', command: null, label: 'Prompt weight of the selection (in a prompt)' },
 ]);
@@ -62,4 +66,19 @@ export function commandFor(e, shortcuts = SHORTCUTS) {
   if (!hit) return null;
   if (typing && !/^Ctrl\+(Enter|Shift\+Enter|Alt\+Enter|S|Shift\+S|O|,)$/i.test(hit.keys)) return null;
   return hit.command;
+}
+
+/** The shortcut table with the user's bindings ({command: chord, or '' to unbind}) in place of the defaults. */
+export function withBindings(overrides = {}, shortcuts = SHORTCUTS) {
+  const out = shortcuts.filter((s) => !(s.command && s.command in overrides));
+  for (const [command, keys] of Object.entries(overrides)) {
+    const label = shortcuts.find((s) => s.command === command)?.label ?? command;
+    if (keys) out.push({ keys, command, label });
+  }
+  return out;
+}
+
+/** The commands a chord is bound to in a table (a conflict when more than one). */
+export function boundTo(chord, shortcuts) {
+  return shortcuts.filter((s) => s.command && s.keys.toUpperCase() === chord.toUpperCase()).map((s) => s.command);
 }

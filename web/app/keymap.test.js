@@ -31,3 +31,13 @@ test('plain keys typed into a text field are not shortcuts, Ctrl+Enter still que
   assert.equal(commandFor(key('z', { ctrl: true }, 'TEXTAREA')), null, 'the text field keeps its own undo');
   assert.equal(commandFor(key('Enter', { ctrl: true }, 'TEXTAREA')), 'queue');
 });
+
+test('user bindings replace a command\'s default keys; a chord finds what it is bound to', async () => {
+  const { withBindings, boundTo, commandFor: cmdFor } = await import('./keymap.js');
+  const table = withBindings({ redo: 'Ctrl+K', pin: '' });
+  assert.deepEqual(table.filter((s) => s.command === 'redo').map((s) => s.keys), ['Ctrl+K']);
+  assert.equal(table.some((s) => s.command === 'pin'), false);
+  assert.equal(cmdFor({ key: 'k', ctrlKey: true, target: {} }, table), 'redo');
+  assert.equal(cmdFor({ key: 'y', ctrlKey: true, target: {} }, table), null);
+  assert.deepEqual(boundTo('Ctrl+Z', table), ['undo']);
+});

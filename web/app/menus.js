@@ -26,6 +26,7 @@ export function canvasMenu(ctx) {
     { separator: true },
     { label: 'Queue', hint: 'Ctrl+Enter', action: () => commands.run('queue') },
     { label: 'Clear workflow', disabled: !doc.graph.nodes.size, action: () => commands.run('clear') },
+    ...(commands.subgraphs?.canvasItems(at) ?? []),
   ];
 }
 
@@ -44,6 +45,8 @@ export function nodeMenu(ctx, node) {
   const images = ctx.imageUrls?.(node) ?? [];
   return [
     { label: 'Rename', action: () => commands.renameNode(node) },
+    sel.some((n) => ctx.defs.get(n.type)?.outputNode)
+      ? { label: 'Queue selected output nodes', action: () => commands.run('queueSelectedOutputs') } : null,
     { label: 'Mode', submenu: [
       { label: 'Always', checked: node.mode === Mode.ALWAYS, action: mode(Mode.ALWAYS) },
       { label: 'Never (mute)', hint: 'Ctrl+M', checked: node.mode === Mode.NEVER, action: mode(Mode.NEVER) },
@@ -62,10 +65,15 @@ export function nodeMenu(ctx, node) {
       } })),
     ] } : null,
     images.length ? { label: 'Open image', action: () => commands.lightbox(node) } : null,
+    images.length > 1 && commands.compareImages
+      ? { label: 'Compare images', action: () => commands.compareImages(node) } : null,
+    ctx.defs.get(node.type)?.widgets.some((w) => w.kind === 'UPLOAD')
+      ? { label: 'Edit mask…', action: () => commands.editMask(node) } : null,
     { separator: true },
     { label: 'Copy', hint: 'Ctrl+C', action: () => commands.run('copy') },
     { label: 'Duplicate', hint: 'Ctrl+D', action: () => commands.run('duplicate') },
     { label: 'Group selection', hint: 'Ctrl+G', action: () => commands.run('group') },
+    ...(commands.subgraphs?.nodeItems(node) ?? []),
     { separator: true },
     { label: many ? `Remove ${sel.length} nodes` : 'Remove', hint: 'Del', action: () => commands.run('delete') },
   ].filter(Boolean);

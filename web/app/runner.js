@@ -29,16 +29,17 @@ function queueErrorFrom(err) {
 
 /**
  * Queues `doc` `count` times. Returns [{prompt_id, number, prompt}]. On a refusal the doc's node errors are set
- * and a QueueError is thrown; runs queued before it stay queued.
+ * and a QueueError is thrown; runs queued before it stay queued. `targets`: run only these output nodes (ids).
  */
-export async function queueWorkflow({ api, doc, tracker, front = false, count = 1, random = Math.random }) {
+export async function queueWorkflow({ api, doc, tracker, front = false, count = 1, random = Math.random,
+  targets = null }) {
   const queued = [];
   doc.exec.errors.clear();
   for (let i = 0; i < count; i++) {
     const workflow = doc.toWorkflow();
     let res;
     try {
-      res = await api.queuePrompt({ workflow, front });
+      res = await api.queuePrompt({ workflow, front, ...(targets ? { targets } : {}) });
     } catch (err) {
       const qe = queueErrorFrom(err);
       doc.exec.errors = qe.nodeErrors;

@@ -11,8 +11,12 @@ export const SETTINGS = Object.freeze([
   { id: 'Chisel.SnapToGrid', key: 'snapToGrid', label: 'Snap nodes to the grid', type: 'boolean', default: false },
   { id: 'Comfy.SnapToGrid.GridSize', key: 'gridSize', label: 'Grid size', type: 'number', default: 10, min: 1,
     max: 100 },
+  { id: 'Comfy.ColorPalette', key: 'palette', label: 'Colour palette', type: 'select', default: 'dark',
+    options: [['dark', 'Dark'], ['light', 'Light']] },
   { id: 'Chisel.ShowGrid', key: 'showGrid', label: 'Show the grid', type: 'boolean', default: true },
-  { id: 'Chisel.ShowNodeIds', key: 'showNodeIds', label: 'Show node ids', type: 'boolean', default: false },
+  { id: 'Chisel.ShowNodeIds', key: 'showNodeIds', label: 'Show node id badges', type: 'boolean',
+    default: false },
+  { id: 'Comfy.Minimap.Visible', key: 'showMinimap', label: 'Show the minimap', type: 'boolean', default: true },
   { id: 'Comfy.EditAttention.Delta', key: 'weightDelta', label: 'Prompt weight step (Ctrl+Up/Down)',
     type: 'number', default: 0.05, min: 0.01, max: 0.5, step: 0.01 },
 ]);

@@ -4,7 +4,7 @@ import { resolveSettings } from './settings.js';
 
 test('defaults: spline links, no snapping, 0.05 weight step', () => {
   assert.deepEqual(resolveSettings({}), { linkStyle: 'spline', snapToGrid: false, gridSize: 10, showGrid: true,
-    showNodeIds: false, weightDelta: 0.05 });
+    showNodeIds: false, showMinimap: true, weightDelta: 0.05, palette: 'dark' });
 });
 
 test('ComfyUI\'s numeric link modes map to styles; bad values fall back', () => {

@@ -1,4 +1,5 @@
-// Colours and sizes of the dark theme (ComfyUI's dark palette values).
+// Colour palettes of the canvas (ComfyUI's dark and light palette values) and slot colours. The renderer takes
+// the palette from scene.theme (the Comfy.ColorPalette setting); `theme` is the dark one.
 
 export const SLOT_COLORS = Object.freeze({
   CLIP: '#FFD500', CLIP_VISION: '#A8DADC', CLIP_VISION_OUTPUT: '#ad7452', CONDITIONING: '#FFA931',
@@ -17,6 +18,7 @@ export const theme = Object.freeze({
   nodeText: '#a8a8a8',
   nodeOutline: '#000000',
   selected: '#ffffff',
+  selectedText: '#ffffff',
   running: '#2ecc71',
   error: '#ff4545',
   bypassBg: '#8a2be2',
@@ -32,6 +34,36 @@ export const theme = Object.freeze({
   highlight: '#ffcc33',
   font: 'Inter, "Segoe UI", system-ui, sans-serif',
 });
+
+/** ComfyUI's light palette. */
+export const lightTheme = Object.freeze({
+  ...theme,
+  background: '#d6d6d9',
+  gridMinor: '#cbcbcf',
+  gridMajor: '#bdbdc2',
+  nodeBg: '#f7f7f7',
+  nodeTitle: '#e2e2e4',
+  nodeTitleText: '#222222',
+  nodeText: '#444444',
+  nodeOutline: '#666666',
+  selected: '#1a73e8',
+  selectedText: '#000000',
+  running: '#1e9e55',
+  widgetBg: '#ffffff',
+  widgetOutline: '#a0a0a0',
+  widgetText: '#222222',
+  widgetLabel: '#555555',
+  widgetDisabled: '#b0b0b0',
+  linkDefault: '#777777',
+  reroute: '#444444',
+});
+
+export const PALETTES = Object.freeze({ dark: theme, light: lightTheme });
+
+/** The palette of a setting value ('dark' when unknown). */
+export function paletteOf(name) {
+  return PALETTES[name] ?? theme;
+}
 
 /** ComfyUI's node colour presets: title colour and body colour. */
 export const NODE_COLORS = Object.freeze({

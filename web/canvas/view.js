@@ -6,20 +6,28 @@ import { drawWidget } from '../widgets/draw.js';
 import { areaRect, curveLayout, drawCurve, drawPanel, PANEL } from './inspector.js';
 import { segmentBounds, segmentMidpoint, tracePath, LinkStyle } from './links.js';
 import { SLOT_RADIUS, TITLE_H } from './layout.js';
-import { slotColor, theme } from './theme.js';
+import { slotColor, theme as DARK } from './theme.js';
 import { rectsOverlap, visibleRect } from './viewport.js';
 
 export const Detail = Object.freeze({ FULL: 'full', MEDIUM: 'medium', LOW: 'low' });
 
-/** Full detail from 60% zoom (ComfyUI's low-quality threshold), titles down to 35%, boxes below. */
+/** The smallest text drawn, in screen pixels: below it text is noise, so the level of detail drops. */
+export const LEGIBLE_PX = 5.4;
+const TEXT_PX = 12; // widget values, slot names, prompt text
+const TITLE_PX = 14;
+/** Full detail while 12 px text stays legible (45 %, below the 50-60 % fit-view gives a default workflow),
+ * titles while 14 px titles do (about 39 %), boxes below. Images are drawn at every level. */
+export const FULL_SCALE = LEGIBLE_PX / TEXT_PX;
+export const MEDIUM_SCALE = LEGIBLE_PX / TITLE_PX;
+
 export function detailFor(scale) {
-  if (scale >= 0.6) return Detail.FULL;
-  if (scale >= 0.35) return Detail.MEDIUM;
+  if (scale >= FULL_SCALE - 1e-9) return Detail.FULL;
+  if (scale >= MEDIUM_SCALE - 1e-9) return Detail.MEDIUM;
   return Detail.LOW;
 }
 
-const FONT_TITLE = `600 14px ${theme.font}`;
-const FONT_SMALL = `12px ${theme.font}`;
+const FONT_TITLE = `600 ${TITLE_PX}px ${DARK.font}`;
+const FONT_SMALL = `${TEXT_PX}px ${DARK.font}`;
 
 /** A renderer with its own text-measurement caches. */
 export function createRenderer() {
@@ -71,11 +79,12 @@ export function createRenderer() {
   }
 
   return function render(ctx, scene) {
+    const theme = scene.theme ?? DARK;
     const { vp, width, height, dpr = 1, frame, graph } = scene;
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     ctx.fillStyle = theme.background;
     ctx.fillRect(0, 0, width, height);
-    if (scene.settings.showGrid !== false) drawGrid(ctx, vp, width, height);
+    if (scene.settings.showGrid !== false) drawGrid(ctx, vp, width, height, theme);
     ctx.setTransform(dpr * vp.scale, 0, 0, dpr * vp.scale, dpr * vp.scale * vp.offset[0], dpr * vp.scale * vp.offset[1]);
     const view = visibleRect(vp, width, height);
     const detail = detailFor(vp.scale);
@@ -87,19 +96,21 @@ export function createRenderer() {
     }
     drawGroups(ctx, scene, view, detail);
     const links = drawLinks(ctx, scene, view, detail);
-    if (detail === Detail.LOW) drawNodesLow(ctx, scene, visible);
-    else {
+    if (detail === Detail.LOW) {
+      drawNodesLow(ctx, scene, visible);
+      for (const node of visible) if (!node.flags.collapsed) drawAreaImages(ctx, node, scene);
+    } else {
       const helpers = { measure: (t) => measure(ctx, t), fit: (t, w) => fit(ctx, t, w), wrap: (t, w) => wrap(ctx, t, w) };
       for (const node of visible) drawNode(ctx, node, scene, detail, helpers);
     }
     drawReroutes(ctx, scene, view);
     drawOverlay(ctx, scene);
-    if (!graph.nodes.size) drawEmptyHint(ctx, width, height, dpr);
+    if (!graph.nodes.size) drawEmptyHint(ctx, width, height, dpr, theme);
     return { nodes: visible.length, links, detail };
   };
 }
 
-function drawEmptyHint(ctx, width, height, dpr) {
+function drawEmptyHint(ctx, width, height, dpr, theme) {
   ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
   ctx.textAlign = 'center';
   ctx.textBaseline = 'middle';
@@ -110,7 +121,7 @@ function drawEmptyHint(ctx, width, height, dpr) {
   ctx.fillText('or drop a workflow (JSON or PNG) here', width / 2, height / 2 + 14);
 }
 
-function drawGrid(ctx, vp, width, height) {
+function drawGrid(ctx, vp, width, height, theme) {
   const step = 20 * vp.scale;
   if (step < 6) return;
   const ox = (vp.offset[0] * vp.scale) % step;
@@ -137,6 +148,7 @@ function drawGrid(ctx, vp, width, height) {
 }
 
 function drawGroups(ctx, scene, view, detail) {
+  const theme = scene.theme ?? DARK;
   for (const group of scene.graph.groups) {
     const [x, y, w, h] = group.bounding;
     if (!rectsOverlap(group.bounding, view)) continue;
@@ -231,6 +243,7 @@ function maybeVisible(link, graph, frame, view) {
 
 /** Far zoom: node boxes and title bars only, batched by colour. */
 function drawNodesLow(ctx, scene, nodes) {
+  const theme = scene.theme ?? DARK;
   const bodies = new Map();
   const titles = new Map();
   const add = (map, color, r) => {
@@ -254,6 +267,7 @@ function drawNodesLow(ctx, scene, nodes) {
 }
 
 function outlineColor(node, scene) {
+  const theme = scene.theme ?? DARK;
   const ex = scene.exec;
   if (ex?.errors?.has(node.id)) return theme.error;
   if (ex?.running === node.id) return theme.running;
@@ -264,6 +278,7 @@ function outlineColor(node, scene) {
 }
 
 function drawNode(ctx, node, scene, detail, h) {
+  const theme = scene.theme ?? DARK;
   const info = scene.frame.infoOf(node);
   const [x, y] = node.pos;
   const collapsed = Boolean(node.flags.collapsed);
@@ -301,28 +316,33 @@ function drawNode(ctx, node, scene, detail, h) {
   ctx.beginPath();
   ctx.arc(x + 15, y - TITLE_H / 2, 5, 0, Math.PI * 2);
   ctx.fill();
-  ctx.font = FONT_TITLE;
-  ctx.textAlign = 'left';
   ctx.textBaseline = 'middle';
-  ctx.fillStyle = scene.selection.has(node.id) ? '#ffffff' : theme.nodeTitleText;
-  let title = info.title;
-  if (bypass) title += '  · bypassed';
-  else if (node.mode === Mode.NEVER) title += '  · muted';
-  ctx.fillText(h.fit(title, w - 40), x + 28, y - TITLE_H / 2);
-
-  if (scene.settings.showNodeIds && !collapsed) {
+  const badge = !collapsed && detail === Detail.FULL && badgeText(node, info.def, scene.settings);
+  let badgeW = 0;
+  if (badge) {
     ctx.font = FONT_SMALL;
     ctx.textAlign = 'right';
     ctx.fillStyle = theme.widgetLabel;
-    ctx.fillText(`#${node.id}`, x + w - 10, y - TITLE_H / 2);
+    ctx.fillText(badge, x + w - 10, y - TITLE_H / 2);
+    badgeW = h.measure(badge) + 8;
   }
+  ctx.font = FONT_TITLE;
+  ctx.textAlign = 'left';
+  ctx.fillStyle = scene.selection.has(node.id) ? theme.selectedText : theme.nodeTitleText;
+  let title = info.title;
+  if (bypass) title += '  · bypassed';
+  else if (node.mode === Mode.NEVER) title += '  · muted';
+  ctx.fillText(h.fit(title, w - 40 - badgeW), x + 28, y - TITLE_H / 2);
 
   if (!collapsed) {
     drawSlots(ctx, node, info, scene, detail);
     if (detail === Detail.FULL) {
       drawWidgets(ctx, node, info, scene, h);
       drawArea(ctx, node, scene, h);
-    } else drawWidgetBars(ctx, node, info);
+    } else {
+      drawWidgetBars(ctx, node, info, theme);
+      drawAreaImages(ctx, node, scene);
+    }
     if (!info.def) {
       ctx.font = FONT_SMALL;
       ctx.fillStyle = theme.missing;
@@ -334,7 +354,16 @@ function drawNode(ctx, node, scene, detail, h) {
   ctx.globalAlpha = 1;
 }
 
+/** The title's badge: the node id (when shown) and the custom pack a node comes from (always). */
+function badgeText(node, def, settings) {
+  const parts = [];
+  if (settings.showNodeIds) parts.push(`#${node.id}`);
+  if (def?.pack) parts.push(def.pack);
+  return parts.join(' · ');
+}
+
 function drawProgress(ctx, node, scene, x, y, w) {
+  const theme = scene.theme ?? DARK;
   const p = scene.exec?.progress?.get(node.id);
   if (p === undefined || scene.exec.running !== node.id) return;
   ctx.fillStyle = 'rgba(46, 204, 113, 0.25)';
@@ -344,6 +373,7 @@ function drawProgress(ctx, node, scene, x, y, w) {
 }
 
 function drawSlots(ctx, node, info, scene, detail) {
+  const theme = scene.theme ?? DARK;
   const { layout } = info;
   const [x, y] = node.pos;
   const errInputs = scene.exec?.errors?.get(node.id)?.inputs;
@@ -393,6 +423,7 @@ function drawSlots(ctx, node, info, scene, detail) {
 }
 
 function drawWidgets(ctx, node, info, scene, h) {
+  const theme = scene.theme ?? DARK;
   if (!info.layout.widgets.length) return;
   const [x, y] = node.pos;
   const errInputs = scene.exec?.errors?.get(node.id)?.inputs;
@@ -402,12 +433,12 @@ function drawWidgets(ctx, node, info, scene, h) {
     if (scene.editing?.node === node && scene.editing.widget === r.widget) continue;
     drawWidget(ctx, node, { widget: r.widget, x: x + r.x, y: y + r.y, w: r.w, h: r.h }, {
       linked: linked.has(r.widget.name), error: errInputs?.has(r.widget.name), measure: h.measure, fit: h.fit,
-      wrap: h.wrap,
+      wrap: h.wrap, theme,
     });
   }
 }
 
-function drawWidgetBars(ctx, node, info) {
+function drawWidgetBars(ctx, node, info, theme) {
   const [x, y] = node.pos;
   ctx.fillStyle = theme.widgetBg;
   ctx.beginPath();
@@ -417,6 +448,7 @@ function drawWidgetBars(ctx, node, info) {
 
 /** The area below the widgets: an inspection panel, or images with a sampler's sigma curve under them. */
 function drawArea(ctx, node, scene, h) {
+  const theme = scene.theme ?? DARK;
   const area = areaRect(scene.frame, node);
   if (!area) return;
   const panel = area.h >= 10 && scene.area?.panel(node);
@@ -429,10 +461,19 @@ function drawArea(ctx, node, scene, h) {
     drawCurve(ctx, curve, area, { highlight: scene.area.highlight(node) === 'curve' });
     area.h = curveLayout(area).rest;
   }
-  drawImages(ctx, area, scene.imagesFor?.(node));
+  drawImages(ctx, area, scene.imagesFor?.(node), theme);
 }
 
-function drawImages(ctx, area, imgs) {
+/** Far zoom: a node's images (results, previews, LoadImage's picture) without panels, curves or captions. */
+function drawAreaImages(ctx, node, scene) {
+  const theme = scene.theme ?? DARK;
+  const imgs = scene.imagesFor?.(node);
+  if (!imgs?.length) return;
+  const area = areaRect(scene.frame, node);
+  if (area) drawImages(ctx, area, imgs, theme, false);
+}
+
+function drawImages(ctx, area, imgs, theme, caption = true) {
   if (!imgs?.length || area.h < 10) return;
   const cols = Math.ceil(Math.sqrt(imgs.length));
   const rows = Math.ceil(imgs.length / cols);
@@ -446,7 +487,7 @@ function drawImages(ctx, area, imgs) {
     const cy = area.y + Math.floor(i / cols) * ch + (ch - dh) / 2;
     ctx.drawImage(img, cx, cy, dw, dh);
   });
-  if (imgs.length === 1 && imgs[0].naturalWidth) {
+  if (caption && imgs.length === 1 && imgs[0].naturalWidth) {
     ctx.font = FONT_SMALL;
     ctx.fillStyle = theme.widgetLabel;
     ctx.textAlign = 'center';
@@ -456,6 +497,7 @@ function drawImages(ctx, area, imgs) {
 }
 
 function drawReroutes(ctx, scene, view) {
+  const theme = scene.theme ?? DARK;
   const { graph } = scene;
   if (!graph.reroutes.size) return;
   for (const r of graph.reroutes.values()) {
@@ -472,6 +514,7 @@ function drawReroutes(ctx, scene, view) {
 }
 
 function drawOverlay(ctx, scene) {
+  const theme = scene.theme ?? DARK;
   const d = scene.drag;
   if (!d) return;
   if (d.kind === 'link') {

@@ -11,6 +11,7 @@ export const WidgetKind = Object.freeze({
 export const CONTROL_VALUES = Object.freeze(['fixed', 'increment', 'decrement', 'randomize']);
 
 const SCALAR_WIDGETS = new Set(['INT', 'FLOAT', 'STRING', 'BOOLEAN']);
+const DYNAMIC_COMBO = 'COMFY_DYNAMICCOMBO_V3';
 
 /** Splits one object_info input entry into {type, options, choices, widgetKind}. */
 export function parseInputSpec(spec) {
@@ -19,6 +20,10 @@ export function parseInputSpec(spec) {
   if (Array.isArray(rawType)) return { type: 'COMBO', options, choices: rawType, widgetKind: WidgetKind.COMBO };
   if (rawType === 'COMBO') {
     return { type: 'COMBO', options, choices: options.options ?? [], widgetKind: WidgetKind.COMBO };
+  }
+  if (rawType === DYNAMIC_COMBO) { // v3 DynamicCombo: a combo whose chosen option reveals more inputs
+    const reveals = new Map((options.options ?? []).map((o) => [o.key, o.inputs ?? {}]));
+    return { type: 'COMBO', options, choices: [...reveals.keys()], widgetKind: WidgetKind.COMBO, reveals };
   }
   const type = String(rawType);
   const widgetKind = SCALAR_WIDGETS.has(type) && !options.forceInput ? type : null;
@@ -56,26 +61,8 @@ export function buildNodeDef(name, info) {
       inputs.push({ name: inputName, optional: section === 'optional', ...parsed });
     }
   }
-  const widgets = [];
-  for (const input of inputs) {
-    if (!input.widgetKind) continue;
-    widgets.push({
-      name: input.name, kind: input.widgetKind, options: input.options, choices: input.choices,
-      inputType: input.type, inPrompt: true,
-      default: defaultFor(input.widgetKind, input.options, input.choices),
-    });
-    if (input.options.control_after_generate) {
-      widgets.push({
-        name: 'control_after_generate', kind: WidgetKind.CONTROL, options: {}, choices: CONTROL_VALUES,
-        target: input.name, inPrompt: false, default: 'randomize',
-      });
-    }
-    if (input.options.image_upload) {
-      widgets.push({ name: 'upload', kind: WidgetKind.UPLOAD, options: {}, target: input.name, inPrompt: false,
-        default: 'image' });
-    }
-  }
-  widgets.forEach((w, i) => { w.valueIndex = i; });
+  const layouts = inputs.some((i) => i.reveals) ? dynamicLayouts(inputs) : null;
+  const widgets = layouts ? layouts.layoutFor([]) : widgetSpecs(inputs);
   const outTypes = info.output ?? [];
   const outputs = outTypes.map((type, i) => ({
     name: info.output_name?.[i] ?? (Array.isArray(type) ? 'COMBO' : type),
@@ -90,6 +77,8 @@ export function buildNodeDef(name, info) {
     description: info.description || '',
     aliases: info.search_aliases ?? [],
     outputNode: Boolean(info.output_node),
+    /** The custom node pack that adds it ('' for core nodes): object_info's python_module custom_nodes.<pack>. */
+    pack: String(info.python_module ?? '').startsWith('custom_nodes.') ? info.python_module.slice(13) : '',
     deprecated: Boolean(info.deprecated),
     experimental: Boolean(info.experimental),
     virtual: false,
@@ -97,7 +86,99 @@ export function buildNodeDef(name, info) {
     sockets: inputs.filter((i) => !i.widgetKind),
     widgets,
     outputs,
+    // the widget list for stored values: a DynamicCombo's revealed widgets follow it (its default option's in
+    // `widgets`); cached per chosen options
+    ...layouts,
   };
+}
+
+/** The widgets of a flat input list, in ComfyUI's editor's order: each widget, control_after_generate after a
+ * seed, and LoadImage's `upload` button after the last required widget (LoadImageMask: [image, channel,
+ * upload]); the server reads widgets_values in the same layout (server/workflow.py). */
+function widgetSpecs(inputs) {
+  const uploadOf = inputs.find((i) => i.widgetKind && i.options.image_upload);
+  const lastRequired = inputs.reduce((last, input, i) => (input.widgetKind && !input.optional ? i : last), -1);
+  const widgets = [];
+  const pushUpload = () => widgets.push({ name: 'upload', kind: WidgetKind.UPLOAD, options: {}, target: uploadOf.name,
+    inPrompt: false, default: 'image' });
+  if (uploadOf && lastRequired < 0) pushUpload();
+  inputs.forEach((input, index) => {
+    if (!input.widgetKind) return;
+    widgets.push({
+      name: input.name, kind: input.widgetKind, options: input.options, choices: input.choices,
+      inputType: input.type, inPrompt: true,
+      default: defaultFor(input.widgetKind, input.options, input.choices),
+      ...(input.reveals ? { dynamic: true } : {}),
+    });
+    if (input.options.control_after_generate) {
+      widgets.push({
+        name: 'control_after_generate', kind: WidgetKind.CONTROL, options: {}, choices: CONTROL_VALUES,
+        target: input.name, inPrompt: false, default: 'randomize',
+      });
+    }
+    if (uploadOf && index === lastRequired) pushUpload();
+  });
+  widgets.forEach((w, i) => { w.valueIndex = i; });
+  return widgets;
+}
+
+/** Inputs with each DynamicCombo followed by the widget inputs its chosen option reveals (named
+ * "combo.input", as the server names them); `chosen(name, input)` gives an option key (default: the combo's). */
+function revealedInputs(inputs, chosen, prefix = '') {
+  const out = [];
+  for (const input of inputs) {
+    const name = prefix + input.name;
+    out.push({ ...input, name });
+    if (!input.reveals) continue;
+    let key = chosen(name, input);
+    if (!input.reveals.has(key)) key = input.options.default ?? input.choices[0];
+    const revealed = [];
+    for (const section of ['required', 'optional']) {
+      for (const [n, spec] of Object.entries(input.reveals.get(key)?.[section] ?? {})) {
+        revealed.push({ name: n, optional: section === 'optional', ...parseInputSpec(spec) });
+      }
+    }
+    out.push(...revealedInputs(revealed.filter((i) => i.widgetKind), chosen, `${name}.`));
+  }
+  return out;
+}
+
+/** For a node with DynamicCombos: layoutFor(values) -> the widget list the stored values are laid out in (each
+ * combo's stored option picks the widgets that follow it), layoutForNamed({name: value}) the same from named
+ * values (an API prompt's inputs), and relayout(node, widget, value): a combo set to another option, the values
+ * re-laid out by name (revealed widgets new to the node take their defaults). Layouts are cached per choice. */
+function dynamicLayouts(inputs) {
+  const cache = new Map();
+  const layoutOf = (choice) => {
+    const key = [...choice].map(([k, v]) => `${k}=${v}`).join('|');
+    if (!cache.has(key)) {
+      const layout = widgetSpecs(revealedInputs(inputs, (name) => choice.get(name)));
+      for (const w of layout) if (w.dynamic) w.relayout = relayout;
+      cache.set(key, layout);
+    }
+    return cache.get(key);
+  };
+  const settle = (valueOf) => {
+    const choice = new Map();
+    for (let guard = 0; guard < 16; guard++) { // earlier combos' options move later combos' positions
+      const layout = layoutOf(choice);
+      const w = layout.find((x) => x.dynamic && x.choices.includes(valueOf(x)) && choice.get(x.name) !== valueOf(x));
+      if (!w) return layout;
+      choice.set(w.name, valueOf(w));
+    }
+    return layoutOf(choice);
+  };
+  const layoutFor = (values = []) => settle((w) => values?.[w.valueIndex]);
+  const layoutForNamed = (named = {}) => settle((w) => named[w.name]);
+  function relayout(node, widget, value) {
+    const values = node.widgets_values ?? [];
+    const named = new Map(layoutFor(values).map((w) => [w.name, values[w.valueIndex]]));
+    named.set(widget.name, value);
+    const next = settle((w) => named.get(w.name));
+    node.widgets_values = next.map((w) => (named.has(w.name) && named.get(w.name) !== undefined ? named.get(w.name)
+      : w.default));
+  }
+  return { layoutFor, layoutForNamed };
 }
 
 /** Front-end-only nodes that ComfyUI workflows contain; the converter drops them from the API prompt. */
@@ -131,7 +212,7 @@ export function buildNodeDefs(objectInfo) {
 export function widgetsOf(node, defs, graph) {
   const def = defs.get(node.type);
   if (!def) return [];
-  if (!def.primitive) return def.widgets;
+  if (!def.primitive) return def.layoutFor ? def.layoutFor(node.widgets_values) : def.widgets;
   const target = primitiveTarget(node, defs, graph);
   if (!target) return [];
   const value = { ...target, name: 'value', valueIndex: 0, inPrompt: true };
@@ -164,10 +245,11 @@ export function normalizeWidgetValues(node, def) {
   const named = node.widgets_values_named;
   if ((!Array.isArray(values) || values.length === 0) && named && typeof named === 'object') values = named;
   if (values && !Array.isArray(values) && typeof values === 'object') {
-    values = def.widgets.map((w) => (w.name in values ? values[w.name] : w.default));
+    const named = values;
+    values = (def.layoutForNamed?.(named) ?? def.widgets).map((w) => (w.name in named ? named[w.name] : w.default));
   }
   values = Array.isArray(values) ? [...values] : [];
-  for (const w of def.widgets) {
+  for (const w of def.layoutFor?.(values) ?? def.widgets) {
     if (w.kind === WidgetKind.CONTROL && typeof values[w.valueIndex] === 'boolean') {
       values[w.valueIndex] = values[w.valueIndex] ? 'randomize' : 'fixed';
     }
@@ -194,7 +276,8 @@ export function getWidgetValue(node, widget) {
 
 export function setWidgetValue(node, widget, value) {
   if (!Array.isArray(node.widgets_values)) node.widgets_values = [];
-  node.widgets_values[widget.valueIndex] = value;
+  if (widget.relayout) widget.relayout(node, widget, value); // a DynamicCombo: the widgets after it follow it
+  else node.widgets_values[widget.valueIndex] = value;
 }
 
 /** Fields of a fresh node of this definition (size is left to the view's layout). */

@@ -201,7 +201,7 @@ export function graphFromApiPrompt(prompt, { defs, sizeOf }) {
         inputs: def ? def.sockets.map((s) => ({ name: s.name, type: s.type, link: null })) : [],
         outputs: def ? def.outputs.map((o, i) => ({ name: o.name, type: o.type, links: [], slot_index: i })) : [],
         properties: { 'Node name for S&R': entry.class_type },
-        widgets_values: def ? def.widgets.map((w) => (w.inPrompt && w.name in entry.inputs
+        widgets_values: def ? (def.layoutForNamed?.(entry.inputs) ?? def.widgets).map((w) => (w.inPrompt && w.name in entry.inputs
           && !isLinkValue(entry.inputs[w.name]) ? unwrapValue(entry.inputs[w.name]) : w.default)) : [],
         ...(entry._meta?.title && entry._meta.title !== def?.displayName ? { title: entry._meta.title } : {}),
       });

@@ -1,6 +1,11 @@
 // The error panel: a refused run (validation errors per node and input) or a failed run (the node, the
 // exception message and its traceback). Clicking a node entry shows that node.
 import { h } from './dom.js';
+import { shownNodeId } from '../subgraph/exec_ids.js';
+import { subgraphPath } from '../subgraph/navigate.js';
+
+/** The node an error's id shows on: "12:5" on subgraph instance 12 (on node 5 when 12 is open). */
+const shownNode = (doc, id) => doc.graph.getNode(shownNodeId(id, subgraphPath(doc)) ?? id);
 
 export function createErrorPanel(container, { onShowNode }) {
   const root = h('div.error-panel', { hidden: true, role: 'alert' });
@@ -22,7 +27,7 @@ export function createErrorPanel(container, { onShowNode }) {
     /** A refused run: `message` from the server, `nodeErrors` Map(id -> {messages, inputs}). */
     showValidation(message, nodeErrors, doc) {
       const items = [...nodeErrors].map(([id, e]) => {
-        const node = doc.graph.getNode(id);
+        const node = shownNode(doc, id);
         const name = node ? `${node.title ?? doc.defs.get(node.type)?.displayName ?? node.type} #${id}` : `node ${id}`;
         return h('div.error-node', { onclick: () => node && onShowNode(node) },
           h('div.error-node-name', { text: name }), ...e.messages.map((m) => h('div.error-msg', { text: m })));
@@ -31,7 +36,7 @@ export function createErrorPanel(container, { onShowNode }) {
     },
     /** A failed run (execution_error). */
     showExecution(data, doc) {
-      const node = doc?.graph.getNode(data.node_id);
+      const node = doc && shownNode(doc, data.node_id);
       const trace = (data.traceback ?? []).join('');
       show(`Error in ${data.node_type ?? 'node'} #${data.node_id}`, [
         h('div.error-node', { onclick: () => node && onShowNode(node) },

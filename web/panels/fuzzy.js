@@ -49,7 +49,7 @@ export function searchNodes(defs, query, { inputType = null, outputType = null, 
   const results = [];
   for (const def of defs.values()) {
     if (!acceptsType(def, { inputType, outputType })) continue;
-    if (def.deprecated && !words.length) continue;
+    if ((def.deprecated && !words.length) || def.subgraph || def.subgraphIO) continue; // subgraphs: per workflow
     let total = 0;
     let ok = true;
     for (const w of words) {
@@ -73,7 +73,7 @@ export function searchNodes(defs, query, { inputType = null, outputType = null, 
 export function categoryTree(defs) {
   const root = { children: new Map(), defs: [] };
   for (const def of defs.values()) {
-    if (def.deprecated) continue;
+    if (def.deprecated || def.subgraph || def.subgraphIO) continue;
     let node = root;
     for (const part of def.category.split('/').filter(Boolean)) {
       if (!node.children.has(part)) node.children.set(part, { children: new Map(), defs: [] });

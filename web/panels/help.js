@@ -6,9 +6,10 @@ function keysEl(keys) {
   return h('span.keys', {}, ...keys.split('+').map((k, i) => [i ? '+' : '', h('kbd', { text: k })]));
 }
 
-export function showHelp(dialogs) {
+/** @param shortcuts the table in use (the user's bindings applied: app/keymap.js withBindings) */
+export function showHelp(dialogs, shortcuts = SHORTCUTS) {
   const byLabel = new Map();
-  for (const s of SHORTCUTS) {
+  for (const s of shortcuts) {
     if (!byLabel.has(s.label)) byLabel.set(s.label, []);
     byLabel.get(s.label).push(s.keys);
   }

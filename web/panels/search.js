@@ -1,6 +1,7 @@
 // The node search box (double-click on the canvas, or a link dropped on empty canvas, filtered by its type).
 
 import { searchNodes } from './fuzzy.js';
+import { nodeCard } from './node_card.js';
 
 export function createSearchBox(container, getDefs) {
   const box = document.createElement('div');
@@ -9,6 +10,9 @@ export function createSearchBox(container, getDefs) {
   box.innerHTML = `<div class="search-head"><input class="search-input" placeholder="Search nodes…"
     spellcheck="false" autocomplete="off"><span class="search-filter"></span></div>
     <div class="search-results" role="listbox"></div>`;
+  const preview = document.createElement('div');
+  preview.className = 'search-preview';
+  box.appendChild(preview);
   container.appendChild(box);
   const input = box.querySelector('.search-input');
   const list = box.querySelector('.search-results');
@@ -34,6 +38,7 @@ export function createSearchBox(container, getDefs) {
       row.addEventListener('pointerdown', (e) => { e.preventDefault(); pick(i); });
       return row;
     }));
+    preview.replaceChildren(...(results[active] ? [nodeCard(results[active])] : []));
     if (!results.length) {
       const empty = document.createElement('div');
       empty.className = 'search-empty';

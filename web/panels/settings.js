@@ -10,7 +10,7 @@ export function showSettings(dialogs, stored, onChange) {
       control = h('input', { type: 'checkbox', checked: Boolean(value), dataset: { setting: s.id },
         onchange: (e) => onChange(s.id, e.target.checked) });
     } else if (s.type === 'select') {
-      control = h('select', { dataset: { setting: s.id }, onchange: (e) => onChange(s.id, Number(e.target.value)) },
+      control = h('select', { dataset: { setting: s.id }, onchange: (e) => onChange(s.id, typeof s.default === 'number' ? Number(e.target.value) : e.target.value) },
         ...s.options.map(([v, label]) => h('option', { value: String(v), selected: v === value, text: label })));
     } else {
       control = h('input', { type: 'number', value: String(value), min: s.min, max: s.max, step: s.step ?? 1,

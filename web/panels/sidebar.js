@@ -1,11 +1,13 @@
-// The side panel with its icon rail: queue/history and workflows. One panel open at a time.
+// The side panel with its icon rail (each icon labelled): node and model libraries, queue/assets, workflows.
+// One panel open at a time.
 import { h } from './dom.js';
 
 export function createSidebar(rail, host, panels) {
   let open = null;
   const buttons = new Map();
-  for (const [name, { icon, title }] of Object.entries(panels)) {
-    const b = h('button.rail-btn', { title, dataset: { panel: name }, onclick: () => toggle(name) }, icon);
+  for (const [name, { icon, title, label }] of Object.entries(panels)) {
+    const b = h('button.rail-btn', { title, 'aria-label': title, dataset: { panel: name }, onclick: () => toggle(name) },
+      icon, h('span.rail-label', { text: label ?? name }));
     buttons.set(name, b);
     rail.append(b);
   }

@@ -1,7 +1,7 @@
 // Drawing the widgets on a node body (canvas 2D). Values come from the node; editing lives in interact.js.
 
 import { getWidgetValue, WidgetKind } from '../graph/schema.js';
-import { theme } from '../canvas/theme.js';
+import { theme as DARK } from '../canvas/theme.js';
 import { formatNumber } from './number.js';
 
 const ARROW_W = 14;
@@ -29,6 +29,7 @@ function arrows(ctx, x, y, w, h, color) {
  * Draws one widget. `rect` = {x, y, w, h} absolute; `state` = {linked, error, measure(text) -> px, wrap}.
  */
 export function drawWidget(ctx, node, rect, state) {
+  const theme = state.theme ?? DARK;
   const { widget } = rect;
   const { x, y, w, h } = rect;
   const value = getWidgetValue(node, widget);
@@ -88,6 +89,7 @@ export function drawWidget(ctx, node, rect, state) {
 }
 
 function drawMultiline(ctx, text, rect, state, widget) {
+  const theme = state.theme ?? DARK;
   const { x, y, w, h } = rect;
   ctx.textAlign = 'left';
   ctx.textBaseline = 'top';

@@ -1,7 +1,8 @@
 // Pointer editing of a widget on the canvas: number arrows / drag / typing, combo arrows and dropdown,
 // toggles, text and prompt editors, and LoadImage's upload button. Every finished change is one undo step.
 
-import { getWidgetValue, setWidgetValue, WidgetKind } from '../graph/schema.js';
+import { getWidgetValue, setWidgetValue, WidgetKind, widgetsOf } from '../graph/schema.js';
+import { minSize } from '../canvas/layout.js';
 import { dragValue, parseTyped, stepValue } from './number.js';
 
 function cycle(choices, value, dir) {
@@ -20,7 +21,14 @@ export function widgetGesture(hit, ui) {
   const linked = node.inputs.some((i) => i.widget?.name === widget.name && i.link !== null);
   if (linked) return null;
   const value = getWidgetValue(node, widget);
-  const set = (v) => { setWidgetValue(node, widget, v); ui.redraw(); };
+  const set = (v) => {
+    setWidgetValue(node, widget, v);
+    if (widget.relayout) { // a DynamicCombo's option reveals other widgets: the node grows to show them
+      const [, h] = minSize(node, widgetsOf(node, ui.doc.defs, ui.doc.graph));
+      node.size[1] = Math.max(node.size[1], h);
+    }
+    ui.redraw();
+  };
 
   switch (widget.kind) {
     case WidgetKind.INT:
