@@ -138,6 +138,13 @@ def test_common_upscale_matches_the_core_nodes_and_bislerp(bound):
     assert comfy.utils.resize_to_batch_size(torch.arange(4), 2).tolist() == [0, 3]
 
 
+def test_devices_and_dtypes_as_comfyui_answers_on_a_cpu_server(bound):
+    import comfy.model_management as mm
+
+    assert mm.intermediate_device() == torch.device("cpu") and mm.intermediate_dtype() == torch.float32
+    assert mm.is_device_cpu(mm.intermediate_device())
+
+
 def test_progress_bar_and_interrupt_reach_the_run_in_progress(bound):
     import comfy.model_management
     import comfy.utils

@@ -257,6 +257,11 @@ def unet_inital_load_device(parameters: int, dtype: torch.dtype) -> torch.device
     return get_torch_device()
 
 
+def intermediate_dtype() -> torch.dtype:
+    """The dtype of intermediate results between nodes (ComfyUI's default: float32)."""
+    return torch.float32
+
+
 def intermediate_device() -> torch.device:
     return torch.device("cpu")
 
