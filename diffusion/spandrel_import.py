@@ -2,8 +2,10 @@
 
 spandrel imports `torchvision.transforms.functional` for two of its architectures (LaMa: `rotate` and
 `InterpolationMode`; RestoreFormer: `normalize`), and importing spandrel imports every architecture. With the CPU
-build of torch this project installs (`pip install torch==2.13.0`), pip pairs it with PyPI's torchvision, which is
-built for the CUDA torch of the same version and fails on import ("operator torchvision::nms does not exist").
+build of torch this project installs (`pip install torch==2.13.0`), pip would pair spandrel with PyPI's torchvision,
+which is built for the CUDA torch of the same version and fails on import ("operator torchvision::nms does not
+exist") -- and transformers imports torchvision whenever it is installed. So README and scripts/test.sh install
+spandrel with `--no-deps`, and torchvision is usually absent here (a GPU user's working torchvision is used as is).
 
 `import_spandrel()` imports spandrel normally when torchvision works. When it does not, it first registers a small
 pure-torch stand-in for exactly those three names under `torchvision.transforms.functional` (marked with
@@ -101,10 +103,22 @@ def _register_stand_in() -> None:
         sys.modules[module.__name__] = module
 
 
+class SpandrelMissing(ImportError):
+    """spandrel is not installed (README installs it with `pip install --no-deps spandrel`)."""
+
+
 def import_spandrel() -> Any:
-    """The spandrel package (see the module docstring for the torchvision stand-in)."""
+    """The spandrel package (see the module docstring for the torchvision stand-in).
+
+    Raises:
+        SpandrelMissing: spandrel is not installed."""
     if "spandrel" in sys.modules:
         return sys.modules["spandrel"]
+    import importlib.util
+
+    if importlib.util.find_spec("spandrel") is None:
+        raise SpandrelMissing("upscale models need spandrel, which is not installed: "
+                              "pip install --no-deps spandrel==0.4.2 (see README.md)")
     if not _torchvision_works():
         _register_stand_in()
     import spandrel

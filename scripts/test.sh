@@ -14,6 +14,8 @@ cd "$(dirname "$0")/.."
 python=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0 -e '.[test]'
+# spandrel without its torchvision requirement (see pyproject.toml)
+.venv/bin/python -m pip install -q --disable-pip-version-check --no-deps spandrel==0.4.2
 
 if ! command -v chromium >/dev/null 2>&1; then
   echo "installing Debian's chromium for the editor tests"
