@@ -251,9 +251,14 @@ def bench_streaming(model_names: list[str], size_px: int, device: torch.device) 
         del base
     text = table(["model", "weights → compute", "mode", "weights", "peak on device", "RSS peak", "forward (wall)",
                   "vs normal bf16", "forward (CPU/threads)", "vs normal bf16"], rows)
+    from diffusion.model_files import flow_compute_dtype
+
     picked = ModelManager(device).dtype
-    return text + (f"\nthe model manager computes in {str(picked).removeprefix('torch.')} on {device} by default "
-                   "(bf16 and fp8 files included); an explicit weight dtype bf16 makes it compute in bf16")
+    flow = {code: str(flow_compute_dtype([code], device, picked, auto_dtype=True)).removeprefix("torch.")
+            for code in ("BF16", "F8_E4M3", "F16", "F32")}
+    return text + (f"\nthe server's model manager computes Flux / SD3 on {device} by default in: bf16 files "
+                   f"{flow['BF16']}, fp8 {flow['F8_E4M3']}, fp16 {flow['F16']}, fp32 {flow['F32']} (bf16 on a CPU "
+                   "only with native bf16: AVX512-BF16 / AMX); an explicit weight dtype wins")
 
 
 def main(argv: list[str] | None = None) -> int:

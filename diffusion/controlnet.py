@@ -30,7 +30,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
 import torch
 import torch.nn.functional as F
@@ -50,6 +50,9 @@ from diffusion.unet import (
     UNetConfig,
     timestep_embedding,
 )
+
+if TYPE_CHECKING:
+    from diffusion.controlnet_flux import FluxControlNet, LoadedFluxControlNet
 
 Shapes = Mapping[str, tuple[int, ...]]
 
@@ -537,13 +540,20 @@ def load_controlnet_file(path: str | os.PathLike[str], *, device: torch.device |
 
 def load_control_file(path: str | os.PathLike[str], *, device: torch.device | str = "cpu",
                       dtype: torch.dtype | None = None,
-                      base_unet: Mapping[str, Tensor] | None = None) -> LoadedControlNet | LoadedT2IAdapter:
-    """Load what a ControlNet loader node may be given: a ControlNet (either layout) or a T2I-adapter.
+                      base_unet: Mapping[str, Tensor] | None = None,
+                      ) -> LoadedControlNet | LoadedT2IAdapter | LoadedFluxControlNet:
+    """Load what a ControlNet loader node may be given: a ControlNet (either layout), a T2I-adapter or a Flux
+    ControlNet (diffusion/controlnet_flux.py, told apart by its tensor names as ComfyUI does).
 
     Raises:
-        UnknownCheckpoint: neither (the message names what was looked for); and as load_controlnet_file.
+        UnknownCheckpoint: none of them, or a Flux ControlNet layout not supported (the message names what was
+            looked for); and as load_controlnet_file.
     """
+    from diffusion.controlnet_flux import flux_controlnet_kind, load_flux_controlnet_file  # imports this module
+
     header = read_header(path)
+    if flux_controlnet_kind(header.shapes) is not None:
+        return load_flux_controlnet_file(header.path, device=device, dtype=dtype)
     try:
         detect_controlnet(header.shapes, path=header.path)
     except UnknownCheckpoint as not_controlnet:
@@ -551,7 +561,8 @@ def load_control_file(path: str | os.PathLike[str], *, device: torch.device | st
             detect_t2i_adapter(header.shapes, path=header.path)
         except UnknownCheckpoint:
             raise UnknownCheckpoint(header.path, f"{not_controlnet.reason}; nor a T2I-adapter (conv_in / "
-                                                 "body.0.in_conv)") from None
+                                                 "body.0.in_conv); nor a Flux ControlNet (controlnet_blocks.0 "
+                                                 "with double_blocks.0)") from None
         return load_t2i_adapter_file(header.path, device=device, dtype=dtype)
     return load_controlnet_file(header.path, device=device, dtype=dtype, base_unet=base_unet)
 
@@ -666,7 +677,7 @@ class T2IAdapter:
                                   for part in (merged.input, merged.middle, merged.output)))
 
 
-ControlModel = ControlNet | T2IAdapter
+ControlModel = Union[ControlNet, T2IAdapter, "FluxControlNet"]  # noqa: UP007 (a forward reference)
 """What a CONTROL_NET value is."""
 
 

@@ -20,12 +20,16 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from diffusion.dit_layers import Linear, RMSNorm, layer_norm
+
+if TYPE_CHECKING:
+    from diffusion.controlnet import ControlResiduals
 
 PATCH = 2
 TIME_EMBED_DIM = 256
@@ -114,6 +118,22 @@ def apply_rope(xq: Tensor, xk: Tensor, freqs: Tensor) -> tuple[Tensor, Tensor]:
     xq_out = freqs[..., 0] * xq_[..., 0] + freqs[..., 1] * xq_[..., 1]
     xk_out = freqs[..., 0] * xk_[..., 0] + freqs[..., 1] * xk_[..., 1]
     return xq_out.reshape(*xq.shape).type_as(xq), xk_out.reshape(*xk.shape).type_as(xk)
+
+
+def patchify(x: Tensor) -> tuple[Tensor, Tensor]:
+    """x [B, C, h, w] -> tokens [B, ⌈h/2⌉·⌈w/2⌉, C·2·2] (padded circularly to whole patches, as ComfyUI;
+    channel-major inside a patch) and their position ids [B, L, 3] = (0, row, column), float32."""
+    bs, _, h, w = x.shape
+    pad_h, pad_w = (-h) % PATCH, (-w) % PATCH
+    if pad_h or pad_w:
+        x = F.pad(x, (0, pad_w, 0, pad_h), mode="circular")
+    h_len, w_len = x.shape[2] // PATCH, x.shape[3] // PATCH
+    # (B, C, h_len·2, w_len·2) -> (B, h_len·w_len, C·2·2)
+    img = x.reshape(bs, -1, h_len, PATCH, w_len, PATCH).permute(0, 2, 4, 1, 3, 5).reshape(bs, h_len * w_len, -1)
+    ids = torch.zeros((h_len, w_len, 3), device=x.device, dtype=torch.float32)
+    ids[:, :, 1] = torch.arange(h_len, device=x.device, dtype=torch.float32)[:, None]
+    ids[:, :, 2] = torch.arange(w_len, device=x.device, dtype=torch.float32)[None, :]
+    return img, ids.reshape(1, h_len * w_len, 3).expand(bs, -1, -1)
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor, pe: Tensor) -> Tensor:
@@ -256,6 +276,12 @@ class LastLayer(nn.Module):
         return self.linear((1 + scale[:, None, :]) * layer_norm(x) + shift[:, None, :])
 
 
+def _residual(control: ControlResiduals | None, part: str, i: int) -> Tensor | None:
+    """The control residual for block i of ``part`` ("input": double blocks, "output": single blocks), if any."""
+    residuals = getattr(control, part) if control is not None else ()
+    return residuals[i] if i < len(residuals) else None
+
+
 class Flux(nn.Module):
     """The Flux.1 transformer; ``state_dict()`` keys equal the released file's."""
 
@@ -278,8 +304,13 @@ class Flux(nn.Module):
         return self.img_in.bias.dtype
 
     def forward_tokens(self, img: Tensor, img_ids: Tensor, txt: Tensor, txt_ids: Tensor, timesteps: Tensor,
-                       y: Tensor, guidance: Tensor | None = None, transformer_options: dict | None = None) -> Tensor:
+                       y: Tensor, guidance: Tensor | None = None, transformer_options: dict | None = None,
+                       control: ControlResiduals | None = None) -> Tensor:
         """Patch tokens [B, L, 64] -> velocity tokens [B, L, 64] (ComfyUI's forward_orig).
+
+        ``control`` (a Flux ControlNet's residuals, diffusion/controlnet_flux.py) adds ``input[i]`` to the image
+        tokens after double block i and ``output[i]`` to the image part of the sequence after single block i;
+        missing and None entries add nothing.
 
         ``transformer_options["patches_replace"]["dit"]`` may replace blocks, keyed ("double_block", i) /
         ("single_block", i), called as ComfyUI calls them: fn(args, {"original_block", "transformer_options"}) with
@@ -306,6 +337,8 @@ class Flux(nn.Module):
                 img, txt = out["img"], out["txt"]
             else:
                 img, txt = block(img, txt, vec, pe)
+            if (add := _residual(control, "input", i)) is not None:
+                img = img + add.to(img.dtype)
         x = torch.cat((txt, img), dim=1)
         for i, single in enumerate(self.single_blocks):
             if ("single_block", i) in replace:
@@ -316,29 +349,25 @@ class Flux(nn.Module):
                                                  {"original_block": one, "transformer_options": options})["img"]
             else:
                 x = single(x, vec, pe)
+            if (add := _residual(control, "output", i)) is not None:
+                x = torch.cat((x[:, :txt.shape[1]], x[:, txt.shape[1]:] + add.to(x.dtype)), dim=1)
         return self.final_layer(x[:, txt.shape[1]:], vec)
 
     def forward(self, x: Tensor, timestep: Tensor, context: Tensor, y: Tensor | None = None,
-                guidance: Tensor | None = None, transformer_options: dict | None = None, **_: object) -> Tensor:
+                guidance: Tensor | None = None, transformer_options: dict | None = None,
+                control: ControlResiduals | None = None, **_: object) -> Tensor:
         """x [B, C, h, w] -> velocity [B, C, h, w] (any h, w: padded circularly to whole patches, as ComfyUI)."""
         bs, _, h, w = x.shape
-        pad_h, pad_w = (-h) % PATCH, (-w) % PATCH
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h), mode="circular")
-        h_len, w_len = x.shape[2] // PATCH, x.shape[3] // PATCH
-        # (B, C, h_len·2, w_len·2) -> (B, h_len·w_len, C·2·2), channel-major inside a patch
-        img = x.reshape(bs, -1, h_len, PATCH, w_len, PATCH).permute(0, 2, 4, 1, 3, 5).reshape(bs, h_len * w_len, -1)
-        ids = torch.zeros((h_len, w_len, 3), device=x.device, dtype=torch.float32)
-        ids[:, :, 1] = torch.arange(h_len, device=x.device, dtype=torch.float32)[:, None]
-        ids[:, :, 2] = torch.arange(w_len, device=x.device, dtype=torch.float32)[None, :]
-        img_ids = ids.reshape(1, h_len * w_len, 3).expand(bs, -1, -1)
+        h_len, w_len = (h + PATCH - 1) // PATCH, (w + PATCH - 1) // PATCH
+        img, img_ids = patchify(x)
         txt_ids = torch.zeros((bs, context.shape[1], 3), device=x.device, dtype=torch.float32)
         if y is None:
             y = torch.zeros((bs, self.config.vec_in_dim), device=x.device, dtype=x.dtype)
         timestep = timestep.reshape(-1).float().expand(bs) if timestep.numel() == 1 else timestep.float()
         if guidance is not None:
             guidance = guidance.reshape(-1).float().expand(bs) if guidance.numel() == 1 else guidance.float()
-        out = self.forward_tokens(img, img_ids, context, txt_ids, timestep, y, guidance, transformer_options)
+        out = self.forward_tokens(img, img_ids, context, txt_ids, timestep, y, guidance, transformer_options,
+                                  control=control)
         out = out.float().reshape(bs, h_len, w_len, -1, PATCH, PATCH).permute(0, 3, 1, 4, 2, 5)
         return out.reshape(bs, -1, h_len * PATCH, w_len * PATCH)[:, :, :h, :w]
 

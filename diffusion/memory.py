@@ -98,12 +98,17 @@ class ModelManager:
     """Loads model files (through loader functions passed in) and places modules on the compute device."""
 
     def __init__(self, device: torch.device | None = None, *, weight_dtype: WeightDtype = "auto",
-                 reserve_bytes: int = RESERVE_BYTES, budget_bytes: int | None = None):
+                 reserve_bytes: int = RESERVE_BYTES, budget_bytes: int | None = None, cpu_bf16_flow: bool = False):
         """budget_bytes: the most weight bytes one run may place on the compute device; a module larger than what is
-        left of it runs streamed. None: the GPU's free memory less `reserve_bytes` (no limit on a CPU)."""
+        left of it runs streamed. None: the GPU's free memory less `reserve_bytes` (no limit on a CPU).
+        cpu_bf16_flow: with the automatic dtype, bf16 / fp8 Flux and SD3 files compute in bf16 on a CPU that has it
+        (the server's managers; off by default: fp32 on the CPU everywhere, ComfyUI's numbers)."""
         self.device = device if device is not None else pick_device()
         self.offload_device = torch.device("cpu")
         self.dtype = _weight_dtype(self.device, weight_dtype)
+        self.auto_dtype = weight_dtype == "auto" and cpu_bf16_flow
+        """The dtype is the automatic one, and loaders may refine it per file (on a CPU, bf16 / fp8 Flux and SD3
+        files compute in bf16 where the CPU has it: diffusion/model_files.flow_compute_dtype)."""
         self.reserve_bytes = reserve_bytes
         self.budget_bytes = budget_bytes
         self.streamed_runs = 0
@@ -245,7 +250,8 @@ class ModelManager:
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
-            return {"device": str(self.device), "dtype": str(self.dtype), "files_loaded": self.loads,
+            return {"device": str(self.device), "dtype": str(self.dtype), "budget_bytes": self.budget_bytes,
+                    "reserve_bytes": self.reserve_bytes, "files_loaded": self.loads,
                     "files_alive": len(self._files), "modules_on_device": len(self._resident),
                     "streamed_runs": self.streamed_runs}
 

@@ -11,6 +11,12 @@ error names what is missing, unexpected or wrongly shaped), then each tensor is 
 Weights: the compute dtype is the manager's (fp32 on the CPU, bf16 on recent GPUs); ``storage`` (UNETLoader's
 weight_dtype: fp8 e4m3fn / e5m2) keeps the Linear weight matrices in fp8 and upcasts them per layer. A file stored in
 fp8 keeps that storage unless another is asked for.
+
+On a CPU, the flow transformers (Flux / SD3, alone or in a single-file checkpoint) loaded with ``auto_dtype=True``
+(the manager's automatic dtype, not one the user set) follow `flow_compute_dtype`: weights held in bf16 or fp8 (the
+file's, or UNETLoader's fp8 storage) compute in bf16 when the CPU multiplies bf16 natively (`cpu_has_native_bf16`:
+AVX512-BF16 or AMX-BF16 on x86, the BF16 extension on Arm), else fp32; fp32 and fp16 files compute in fp32. The SD
+UNets, the VAE and the text encoders keep fp32 on the CPU.
 """
 
 from __future__ import annotations
@@ -79,6 +85,44 @@ def compute_dtype(codes: list[str], device: torch.device, dtype: torch.dtype | N
     if device.type == "cpu":
         return torch.float32
     return torch.bfloat16 if _fp8_in(codes) is not None else _file_dtype(codes)
+
+
+_CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")  # /proc/cpuinfo flags (x86) / Features (arm64)
+_CPU_BF16: bool | None = None
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively: an AVX512-BF16 / AMX-BF16 (x86) or BF16 (Arm) flag in
+    /proc/cpuinfo, else oneDNN's own check (macOS, Windows). Without it bf16 matmuls are emulated and slower than
+    fp32. Read once per process."""
+    global _CPU_BF16
+    if _CPU_BF16 is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
+                flags = {word for line in info if line.lower().startswith(("flags", "features"))
+                         for word in line.split(":", 1)[-1].split()}
+            _CPU_BF16 = any(flag in flags for flag in _CPU_BF16_FLAGS)
+        except OSError:
+            try:
+                _CPU_BF16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+            except (AttributeError, RuntimeError):
+                _CPU_BF16 = False
+    return _CPU_BF16
+
+
+def flow_compute_dtype(codes: list[str], device: torch.device, dtype: torch.dtype | None, *,
+                       storage: torch.dtype | None = None, auto_dtype: bool = False,
+                       cpu_bf16: bool | None = None) -> torch.dtype:
+    """The compute dtype of a Flux / SD3 transformer. Without auto_dtype (`dtype` is the user's, or a library
+    caller's None) and on any device off the CPU: `compute_dtype`. On a CPU with the automatic dtype: bf16 when the
+    weights are held in bf16 or fp8 (the file's dtype, or `storage`, UNETLoader's fp8 choice) and the CPU has native
+    bf16 (`cpu_bf16`, default `cpu_has_native_bf16()`); fp32 otherwise (fp32 / fp16 files, or no native bf16)."""
+    if device.type != "cpu" or not auto_dtype:
+        return compute_dtype(codes, device, dtype)
+    held = storage or _fp8_in(codes) or _file_dtype(codes)
+    narrow = held in (torch.bfloat16, torch.float8_e4m3fn, torch.float8_e5m2)
+    native = cpu_has_native_bf16() if cpu_bf16 is None else cpu_bf16
+    return torch.bfloat16 if narrow and native else torch.float32
 
 
 def _check(module: nn.Module, shapes: Mapping[str, tuple[int, ...]], path: Path, name: str) -> None:
@@ -196,9 +240,10 @@ def check_diffusion_model(shapes: Mapping[str, tuple[int, ...]], *, path: str | 
 
 
 def load_diffusion_model(path: str | os.PathLike[str], *, device: torch.device | str = "cpu",
-                         dtype: torch.dtype | None = None, weight_dtype: WeightStorage = "default"
-                         ) -> LoadedDiffusionModel:
-    """Load a Flux.1 / SD3 diffusion-model file (see the module docstring for dtypes).
+                         dtype: torch.dtype | None = None, weight_dtype: WeightStorage = "default",
+                         auto_dtype: bool = False) -> LoadedDiffusionModel:
+    """Load a Flux.1 / SD3 diffusion-model file (see the module docstring for dtypes). auto_dtype: `dtype` is the
+    manager's automatic choice, so on a CPU a Flux / SD3 model follows `flow_compute_dtype` (a UNet keeps it).
 
     Raises:
         CheckpointFormatError, UnknownCheckpoint, CheckpointMismatch.
@@ -212,8 +257,11 @@ def load_diffusion_model(path: str | os.PathLike[str], *, device: torch.device |
     layout = check_diffusion_model(shapes, path=header.path)
     shapes = {k: v for k, v in shapes.items() if k != "v_pred"}  # SDXL's v-prediction marker, read by detection
     codes = [header.tensors[k].dtype for k in shapes]
-    compute = compute_dtype(codes, device, dtype)
     storage = WEIGHT_STORAGE[weight_dtype]
+    if layout.family.prediction == "flow":  # Flux / SD3; the UNets keep the manager's dtype
+        compute = flow_compute_dtype(codes, device, dtype, storage=storage, auto_dtype=auto_dtype)
+    else:
+        compute = compute_dtype(codes, device, dtype)
     if storage is None:
         storage = _fp8_in(codes)  # an fp8 file stays fp8 in memory
     with torch.device("meta"):
@@ -347,10 +395,11 @@ def _under(shapes: Mapping[str, tuple[int, ...]], prefix: str) -> dict[str, tupl
 
 
 def load_flow_checkpoint(path: str | os.PathLike[str], *, device: torch.device | str = "cpu",
-                         dtype: torch.dtype | None = None) -> LoadedFlowCheckpoint:
+                         dtype: torch.dtype | None = None, auto_dtype: bool = False) -> LoadedFlowCheckpoint:
     """Load a single-file Flux / SD3 checkpoint: ``model.diffusion_model.*``, optionally ``first_stage_model.*``
     (the 16-channel VAE) and ``text_encoders.{clip_l,clip_g,t5xxl}.transformer.*``. Every part is checked by
-    name and shape before data is read; a tensor no part owns is an error."""
+    name and shape before data is read; a tensor no part owns is an error. auto_dtype: as `load_diffusion_model`
+    (the diffusion model only)."""
     from diffusion.checkpoint import detect_vae_config
 
     device = torch.device(device)
@@ -381,7 +430,7 @@ def load_flow_checkpoint(path: str | os.PathLike[str], *, device: torch.device |
         raise CheckpointMismatch(header.path, "checkpoint", missing=[], unexpected=strays, wrong_shapes={})
 
     codes = [header.tensors[k].dtype for k in shapes if k.startswith(DIFFUSION_PREFIX)]
-    compute = compute_dtype(codes, device, dtype)
+    compute = flow_compute_dtype(codes, device, dtype, auto_dtype=auto_dtype)
     fp8 = _fp8_in(codes)
     text_encoders: dict[str, LoadedTextEncoderFile] = {}
     with open_tensors(header.path) as reader:
@@ -411,7 +460,9 @@ __all__ = [
     "LoadedTextEncoderFile",
     "WEIGHT_STORAGE",
     "check_diffusion_model",
+    "cpu_has_native_bf16",
     "detect_diffusion_model",
+    "flow_compute_dtype",
     "detect_text_encoder_file",
     "load_diffusion_model",
     "check_text_encoder_file",

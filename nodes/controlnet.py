@@ -24,6 +24,7 @@ from diffusion.controlnet import (
     T2IAdapter,
     load_control_file,
 )
+from diffusion.controlnet_flux import FluxControlNet, LoadedFluxControlNet
 from diffusion.t2i_adapter import LoadedT2IAdapter
 from diffusion.handles import Model, Vae
 from diffusion.values import CondEntry, Conditioning
@@ -43,16 +44,19 @@ def _is_shuffle(name: str) -> bool:
     return stem.endswith("_shuffle") or stem.endswith("_shuffle_fp16")
 
 
-def _controlnet_value(loaded: LoadedControlNet | LoadedT2IAdapter, name: str) -> ControlModel:
+def _controlnet_value(loaded: LoadedControlNet | LoadedT2IAdapter | LoadedFluxControlNet,
+                      name: str) -> ControlModel:
     if isinstance(loaded, LoadedT2IAdapter):
         return T2IAdapter(model=loaded.model, name=Path(name).name, owner=loaded)
+    if isinstance(loaded, LoadedFluxControlNet):
+        return FluxControlNet(model=loaded.model, name=Path(name).name, owner=loaded)
     return ControlNet(model=loaded.model, global_average_pooling=_is_shuffle(name), name=Path(name).name,
                       owner=loaded)
 
 
 class ControlNetLoader(Node):
-    """Loads a ControlNet (SD1.x / SD2.x / SDXL, lllyasviel or diffusers layout, union models too) or a
-    T2I-adapter (full, light, SDXL)."""
+    """Loads a ControlNet (SD1.x / SD2.x / SDXL, lllyasviel or diffusers layout, union models too; Flux.1 in
+    XLabs' layout) or a T2I-adapter (full, light, SDXL)."""
 
     description = ""
     display_name = "Load ControlNet Model"

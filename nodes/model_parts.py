@@ -87,9 +87,11 @@ class UNETLoader(Node):
     @classmethod
     def run(cls, ctx: RunContext, unet_name: str, weight_dtype: str) -> tuple[Model]:
         path = ctx.services.folders.model_path("diffusion_models", unet_name)
+        auto = getattr(ctx.services.models, "auto_dtype", False)  # on a CPU: bf16 for bf16 / fp8 Flux and SD3
         loaded = ctx.services.models.load(
             path, f"diffusion_model/{weight_dtype}",
-            lambda p, device, dtype: load_diffusion_model(p, device=device, dtype=dtype, weight_dtype=weight_dtype))
+            lambda p, device, dtype: load_diffusion_model(p, device=device, dtype=dtype, weight_dtype=weight_dtype,
+                                                          auto_dtype=auto))
         name = loaded.family.name
         return (Model(unet=loaded.module, family=loaded.family, sampling=loaded.sampling,
                       latent_rgb=LATENT_RGB.get(name) or family_latent_rgb(name), name=path.name, owner=loaded),)
@@ -136,8 +138,9 @@ def load_flow_checkpoint_handles(ctx: RunContext, path: Path) -> tuple[Model, Cl
     """CheckpointLoaderSimple on a single-file Flux / SD3 checkpoint: MODEL, and CLIP / VAE when the file has
     them (None otherwise, as ComfyUI)."""
     models = ctx.services.models
+    auto = getattr(models, "auto_dtype", False)
     loaded = models.load(path, "flow_checkpoint",
-                         lambda p, device, dtype: load_flow_checkpoint(p, device=device, dtype=dtype))
+                         lambda p, device, dtype: load_flow_checkpoint(p, device=device, dtype=dtype, auto_dtype=auto))
     family = loaded.model.family
     model = Model(unet=loaded.model.module, family=family, sampling=loaded.model.sampling,
                   latent_rgb=LATENT_RGB.get(family.name), name=path.name, owner=loaded)

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Literal, Protocol
 if TYPE_CHECKING:
     from diffusion.memory import DeviceChoice, ModelManager, WeightDtype
 
+VramMode = Literal["normal", "low", "none"]
+
 FolderKind = Literal["input", "output", "temp", "user"]
 PreviewMethod = Literal["none", "auto", "latent2rgb"]
 
@@ -74,12 +76,33 @@ class Services:
     settings: RunSettings = RunSettings()
 
 
-def model_manager(device_choice: DeviceChoice | None, weight_dtype: WeightDtype | None) -> ModelManager:
-    """The model manager on the chosen device ("cpu", "auto"/None: the first GPU when there is one) with the chosen
-    weight dtype; the composition root builds one per server through this, never importing the model library."""
-    from diffusion.memory import ModelManager, pick_device
+LOWVRAM_FRACTION = 0.5
+"""--lowvram: the share of the GPU's total memory model weights may take (the rest of a model streams)."""
 
-    return ModelManager(pick_device(device_choice or "auto"), weight_dtype=weight_dtype or "auto")
+
+def model_manager(device_choice: DeviceChoice | None, weight_dtype: WeightDtype | None, *,
+                  vram_mode: VramMode = "normal", budget_bytes: int | None = None,
+                  reserve_bytes: int | None = None) -> ModelManager:
+    """The model manager on the chosen device ("cpu", "auto"/None: the first GPU when there is one) with the chosen
+    weight dtype (auto: bf16 / fp8 Flux and SD3 files compute in bf16 on a CPU that has it); the composition root
+    builds one per server through this, never importing the model library.
+
+    The device budget (ComfyUI's --lowvram / --novram / --reserve-vram): `budget_bytes` when given (on any device,
+    the CPU included); else on an accelerator "low" = LOWVRAM_FRACTION of the GPU's total memory, "none" = 0 (every
+    diffusion model streams block by block); "normal" and the CPU: no budget (the free memory less the reserve).
+    `reserve_bytes`: GPU memory kept free beside the weights (None: the manager's 1 GiB)."""
+    import torch
+
+    from diffusion.memory import RESERVE_BYTES, ModelManager, pick_device
+
+    device = pick_device(device_choice or "auto")
+    if budget_bytes is None and device.type != "cpu":
+        if vram_mode == "none":
+            budget_bytes = 0
+        elif vram_mode == "low" and device.type == "cuda":
+            budget_bytes = int(torch.cuda.get_device_properties(device).total_memory * LOWVRAM_FRACTION)
+    return ModelManager(device, weight_dtype=weight_dtype or "auto", cpu_bf16_flow=True, budget_bytes=budget_bytes,
+                        reserve_bytes=RESERVE_BYTES if reserve_bytes is None else reserve_bytes)
 
 
 def device_count() -> int:

@@ -77,8 +77,18 @@ def _parser() -> argparse.ArgumentParser:
                         help="an extra_model_paths.yaml (ComfyUI's format) adding model folders; repeatable")
     common.add_argument("--cpu", action="store_true", help="run on the CPU even when a GPU is present")
     common.add_argument("--weight-dtype", choices=("auto", "fp32", "fp16", "bf16"), default=None,
-                        help="dtype of model weights (auto: fp32 on the CPU, the file's on a GPU; bf16 is ~3x "
-                             "faster on CPUs with AMX)")
+                        help="dtype of model weights (auto: the file's on a GPU; fp32 on the CPU, except bf16 for "
+                             "bf16/fp8 Flux and SD3 files on CPUs with AVX512-BF16/AMX, ~1.7x faster)")
+    vram = common.add_mutually_exclusive_group()
+    vram.add_argument("--lowvram", action="store_true",
+                      help="weights take at most half of the GPU's memory; the rest of a model streams block by block")
+    vram.add_argument("--novram", action="store_true",
+                      help="stream every diffusion model from CPU memory block by block (when --lowvram is not enough)")
+    vram.add_argument("--vram-budget", type=float, metavar="GB",
+                      help="the most model weights a run places on the device; a larger model streams (applies on "
+                           "the CPU too)")
+    common.add_argument("--reserve-vram", type=float, metavar="GB",
+                        help="GPU memory kept free beside the model weights (default 1)")
     common.add_argument("--cache-ram", type=float, metavar="GB", help="memory budget of the node output cache")
     common.add_argument("--cache-vram", type=float, metavar="GB",
                         help="GPU memory budget of the node output cache (default 2)")
@@ -163,6 +173,9 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         allowed_hosts=tuple(args.allow_host) if serving else None,
         device="cpu" if args.cpu else None,
         weight_dtype=args.weight_dtype,
+        vram_mode="low" if args.lowvram else "none" if args.novram else None,
+        vram_budget_bytes=int(args.vram_budget * 1024**3) if args.vram_budget is not None else None,
+        reserve_vram_bytes=int(args.reserve_vram * 1024**3) if args.reserve_vram is not None else None,
         load_custom_nodes=False if args.no_custom_nodes else None,
         disabled_custom_nodes=tuple(args.disable_custom_node) or None,
         allow_pickle_custom_nodes=args.allow_pickle_custom_nodes or None,

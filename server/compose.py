@@ -156,7 +156,8 @@ def build_services(config: ServerConfig, folders: ServerFolders, *, models: Mode
     settings = RunSettings(save_metadata=not config.disable_metadata, preview_method=config.preview_method,
                            preview_max_size=config.preview_size)
     if models is None:
-        models = model_manager(config.device, config.weight_dtype)
+        models = model_manager(config.device, config.weight_dtype, vram_mode=config.vram_mode,
+                               budget_bytes=config.vram_budget_bytes, reserve_bytes=config.reserve_vram_bytes)
     return Services(folders=folders, models=models, settings=settings)
 
 

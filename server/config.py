@@ -14,6 +14,7 @@ from typing import Any, Literal
 PreviewMethod = Literal["none", "auto", "latent2rgb"]
 DeviceChoice = Literal["auto", "cpu"]
 WeightDtype = Literal["auto", "fp32", "fp16", "bf16"]
+VramMode = Literal["normal", "low", "none"]
 
 DEFAULT_PORT = 8188
 DEFAULT_MAX_UPLOAD = 100 * 1024 * 1024  # ComfyUI's --max-upload-size default (100 MB)
@@ -49,7 +50,14 @@ class ServerConfig:
     allowed_hosts       extra Host names accepted while bound to loopback (e.g. a reverse proxy's name)
     device              "cpu" forces CPU even when a GPU is present
     weight_dtype        model weights' dtype: auto = fp32 on the CPU (ComfyUI's numbers), the file's fp16/bf16 on a
-                        GPU; bf16 on a CPU with AMX/AVX-512 BF16 samples about 3x faster at ~1 % different pixels
+                        GPU, and on a CPU with AVX-512 BF16 / AMX bf16 for bf16 / fp8 Flux and SD3 files (the SD
+                        UNets keep fp32); bf16 on such a CPU samples about 3x faster at ~1 % different pixels
+    vram_mode           ComfyUI's --lowvram / --novram: "low" lets weights take at most half of the GPU's memory
+                        (the rest of a diffusion model streams block by block), "none" streams every diffusion model
+                        (budget 0); both apply to an accelerator only. "normal": the free memory less the reserve
+    vram_budget_bytes   the most weight bytes a run places on the compute device (a larger diffusion model
+                        streams); wins over vram_mode and applies on a CPU too (the streaming path, for tests)
+    reserve_vram_bytes  GPU memory kept free beside the weights (ComfyUI's --reserve-vram; None: 1 GiB)
     history_limit       completed prompts kept in history (oldest dropped)
     ray                 None: one worker thread in this process (the default). "local": start a Ray runtime here
                         and run prompts on `ray_workers` worker processes; an address ("10.0.0.5:6379"): join that
@@ -88,6 +96,9 @@ class ServerConfig:
     allowed_hosts: tuple[str, ...] = ()
     device: DeviceChoice = "auto"
     weight_dtype: WeightDtype = "auto"
+    vram_mode: VramMode = "normal"
+    vram_budget_bytes: int | None = None
+    reserve_vram_bytes: int | None = None
     history_limit: int = 10_000
     load_custom_nodes: bool = True
     disabled_custom_nodes: tuple[str, ...] = ()
@@ -123,6 +134,12 @@ class ServerConfig:
             raise ValueError("ray_worker_threads must be at least 1")
         if self.ray is not None and not self.ray.strip():
             raise ValueError("ray must be 'local' or a Ray cluster address")
+        if self.vram_mode not in ("normal", "low", "none"):
+            raise ValueError(f"vram_mode {self.vram_mode!r} is not one of normal, low, none")
+        if self.vram_budget_bytes is not None and self.vram_budget_bytes < 0:
+            raise ValueError("vram_budget_bytes must be 0 or more")
+        if self.reserve_vram_bytes is not None and self.reserve_vram_bytes < 0:
+            raise ValueError("reserve_vram_bytes must be 0 or more")
         if self.preview_method not in ("none", "auto", "latent2rgb"):
             raise ValueError(f"preview_method {self.preview_method!r} is not one of none, auto, latent2rgb")
 
