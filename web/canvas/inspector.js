@@ -9,15 +9,15 @@
 
 import { textWidth } from './layout.js';
 import { drawPlot } from './plot.js';
-import { theme } from './theme.js';
+import { theme as DARK } from './theme.js';
 
 export const PANEL = Object.freeze({
   HEADER_H: 18, LABEL_H: 16, GAP: 6, PLOT_H: 76, SLIDER_H: 28, ROW2_TITLE_H: 18, FOOTER_H: 18, LEGEND_H: 16,
   GUTTER: 36, MAX_VIEW_H: 260, CURVE_H: 64,
 });
 
-const FONT = `12px ${theme.font}`;
-const FONT_SMALL = `10px ${theme.font}`;
+const FONT = `12px ${DARK.font}`;
+const FONT_SMALL = `10px ${DARK.font}`;
 
 function legendItems(series, x, w) {
   const items = [];
@@ -113,7 +113,7 @@ export function curveLayout(area) {
     rest: Math.max(0, area.h - PANEL.CURVE_H) };
 }
 
-function ring(ctx, [x, y, w, h]) {
+function ring(ctx, [x, y, w, h], theme) {
   ctx.save();
   ctx.strokeStyle = theme.highlight;
   ctx.lineWidth = 2.5;
@@ -125,7 +125,7 @@ function ring(ctx, [x, y, w, h]) {
   ctx.restore();
 }
 
-function text(ctx, s, x, y, { align = 'left', color = theme.nodeText, font = FONT } = {}) {
+function text(ctx, s, x, y, { align = 'left', color = DARK.nodeText, font = FONT } = {}) {
   ctx.font = font;
   ctx.fillStyle = color;
   ctx.textAlign = align;
@@ -133,10 +133,10 @@ function text(ctx, s, x, y, { align = 'left', color = theme.nodeText, font = FON
   ctx.fillText(s, x, y);
 }
 
-function drawView(ctx, v, slot, fit) {
+function drawView(ctx, v, slot, fit, theme) {
   const [x, y, w, h] = slot.cell;
   if (h < 6) return;
-  ctx.fillStyle = '#151517';
+  ctx.fillStyle = theme.panelBg;
   ctx.fillRect(x, y, w, h);
   const img = v.img;
   if (img?.naturalWidth) ctx.drawImage(img, ...containRect(img.naturalWidth, img.naturalHeight, slot.cell));
@@ -147,18 +147,18 @@ function drawView(ctx, v, slot, fit) {
     color: theme.widgetText });
 }
 
-function drawSlider(ctx, s, [x, y, w]) {
+function drawSlider(ctx, s, [x, y, w], theme) {
   const ty = y + 9;
   const px = (v) => x + (s.xMax > 0 ? (w * v) / s.xMax : 0);
   ctx.lineCap = 'round';
   ctx.lineWidth = 4;
-  ctx.strokeStyle = '#4a4a4e';
+  ctx.strokeStyle = theme.sliderTrack;
   ctx.beginPath(); ctx.moveTo(x, ty); ctx.lineTo(x + w, ty); ctx.stroke();
   const tx = px(s.xs[s.index] ?? 0);
-  ctx.strokeStyle = '#4f8cff';
+  ctx.strokeStyle = theme.accent;
   ctx.beginPath(); ctx.moveTo(x, ty); ctx.lineTo(tx, ty); ctx.stroke();
   if (s.xs.length <= 100) {
-    ctx.fillStyle = '#8a8a8e';
+    ctx.fillStyle = theme.sliderTick;
     for (const v of s.xs) ctx.fillRect(px(v) - 0.5, ty + 4, 1, 3);
   }
   if (s.mark !== undefined && s.mark !== null) {
@@ -166,20 +166,20 @@ function drawSlider(ctx, s, [x, y, w]) {
     ctx.fillStyle = theme.highlight;
     ctx.beginPath(); ctx.moveTo(mx, ty + 4); ctx.lineTo(mx - 4, ty + 10); ctx.lineTo(mx + 4, ty + 10); ctx.fill();
   }
-  ctx.fillStyle = '#f2f2f2';
-  ctx.strokeStyle = '#4f8cff';
+  ctx.fillStyle = theme.sliderKnob;
+  ctx.strokeStyle = theme.accent;
   ctx.lineWidth = 2;
   ctx.beginPath(); ctx.arc(tx, ty, 7, 0, Math.PI * 2); ctx.fill(); ctx.stroke();
   text(ctx, `← ${s.left}`, x, y + 22, { font: FONT_SMALL, color: theme.widgetLabel });
   text(ctx, `${s.right} →`, x + w, y + 22, { align: 'right', font: FONT_SMALL, color: theme.widgetLabel });
-  text(ctx, 'drag to scrub', x + w / 2, y + 22, { align: 'center', font: FONT_SMALL, color: '#6a6a70' });
+  text(ctx, 'drag to scrub', x + w / 2, y + 22, { align: 'center', font: FONT_SMALL, color: theme.hint });
 }
 
 /**
  * Draws a described panel in `area`. `opts` = {fit(text, w) -> text, highlight: the part to ring ('x0', 'plot',
  * 'slider', 'row2', 'footer', ...) or null}. Returns the layout it drew.
  */
-export function drawPanel(ctx, spec, area, { fit = (t) => t, highlight = null } = {}) {
+export function drawPanel(ctx, spec, area, { fit = (t) => t, highlight = null, palette: theme = DARK } = {}) {
   const L = panelLayout(spec, area);
   const bottom = area.y + area.h;
   ctx.save();
@@ -190,13 +190,13 @@ export function drawPanel(ctx, spec, area, { fit = (t) => t, highlight = null } 
     ctx.font = FONT;
     text(ctx, fit(spec.header, area.w), area.x, L.header[1] + PANEL.HEADER_H / 2, { color: theme.widgetText });
   }
-  spec.views.forEach((v, i) => drawView(ctx, v, L.views[i], fit));
-  if (L.plot && L.plot[1] + 10 < bottom) drawPlot(ctx, spec.plot, L.plot);
-  if (L.slider && L.slider[1] + 10 < bottom) drawSlider(ctx, spec.slider, L.slider);
+  spec.views.forEach((v, i) => drawView(ctx, v, L.views[i], fit, theme));
+  if (L.plot && L.plot[1] + 10 < bottom) drawPlot(ctx, spec.plot, L.plot, { palette: theme });
+  if (L.slider && L.slider[1] + 10 < bottom) drawSlider(ctx, spec.slider, L.slider, theme);
   for (const it of L.legend) {
     ctx.fillStyle = it.color;
     ctx.fillRect(it.rect[0], it.rect[1] + 6, 14, 3);
-    text(ctx, it.name, it.rect[0] + 18, it.rect[1] + 8, { font: FONT_SMALL });
+    text(ctx, it.name, it.rect[0] + 18, it.rect[1] + 8, { font: FONT_SMALL, color: theme.nodeText });
   }
   if (L.row2Title) {
     ctx.font = FONT_SMALL;
@@ -209,14 +209,14 @@ export function drawPanel(ctx, spec, area, { fit = (t) => t, highlight = null } 
       ctx.beginPath(); ctx.roundRect(tx, ty, tw, th, th / 2); ctx.fill(); ctx.stroke();
       text(ctx, spec.row2.toggle, tx + tw / 2, ty + th / 2, { align: 'center', font: FONT_SMALL, color: theme.widgetText });
     }
-    spec.row2.views.forEach((v, i) => drawView(ctx, v, L.row2[i], fit));
+    spec.row2.views.forEach((v, i) => drawView(ctx, v, L.row2[i], fit, theme));
   }
   if (L.footer) {
     ctx.font = FONT;
     text(ctx, fit(spec.footer, area.w), area.x, L.footer[1] + PANEL.FOOTER_H / 2, { color: theme.widgetText });
   }
   const target = highlightRect(L, spec, highlight);
-  if (target) ring(ctx, target);
+  if (target) ring(ctx, target, theme);
   ctx.restore();
   return L;
 }
@@ -235,11 +235,14 @@ export function highlightRect(L, spec, key) {
 }
 
 /** The sampler nodes' small curve ({series, xMax, marker, range, label, span}) at the bottom of `area`. */
-export function drawCurve(ctx, curve, area, { highlight = false } = {}) {
+export function drawCurve(ctx, curve, area, { highlight = false, palette: theme = DARK } = {}) {
   const c = curveLayout(area);
   text(ctx, curve.label, c.label[0] + 2, c.label[1] + 7, { font: FONT_SMALL, color: theme.widgetLabel });
-  if (curve.span) text(ctx, curve.span, c.label[0] + c.label[2] - 2, c.label[1] + 7, { align: 'right', font: FONT_SMALL });
-  drawPlot(ctx, curve, c.plot, { compact: true });
-  if (highlight) ring(ctx, [c.label[0], c.label[1], c.label[2], PANEL.CURVE_H]);
+  if (curve.span) {
+    text(ctx, curve.span, c.label[0] + c.label[2] - 2, c.label[1] + 7, { align: 'right', font: FONT_SMALL,
+      color: theme.nodeText });
+  }
+  drawPlot(ctx, curve, c.plot, { compact: true, palette: theme });
+  if (highlight) ring(ctx, [c.label[0], c.label[1], c.label[2], PANEL.CURVE_H], theme);
   return c;
 }

@@ -1,6 +1,7 @@
 import test from 'node:test';
 import assert from 'node:assert/strict';
-import { containRect, curveLayout, highlightRect, PANEL, panelHeight, panelLayout } from './inspector.js';
+import { containRect, curveLayout, drawPanel, highlightRect, PANEL, panelHeight, panelLayout } from './inspector.js';
+import { lightTheme, theme } from './theme.js';
 import { describePanel, parseInspect } from '../app/inspect.js';
 import { readFixture } from '../test/fixtures.js';
 
@@ -80,4 +81,28 @@ test('the sampler curve takes the bottom of the area and leaves the rest for pre
   assert.equal(c.rest, 200 - PANEL.CURVE_H);
   assert.ok(c.plot[1] + c.plot[3] <= 500);
   assert.ok(c.label[1] >= 300 + c.rest);
+});
+
+/** A 2-D context that records the colours it is given (what a palette test needs of a canvas). */
+function recordingContext() {
+  const colours = new Set();
+  const record = { set: (v) => colours.add(v), get: () => '' };
+  const ctx = new Proxy({}, {
+    get: (_, key) => (key === 'colours' ? colours : key === 'measureText' ? () => ({ width: 10 }) : () => {}),
+    set: (_, key, value) => { if (key === 'fillStyle' || key === 'strokeStyle') record.set(value); return true; },
+  });
+  return ctx;
+}
+
+test('the inspect panel draws in the palette it is given (the light theme reaches the sigma plot too)', () => {
+  const s = spec('DenoisingTimeline');
+  const area = { x: 0, y: 0, w: 540, h: panelHeight(s, 540) };
+  const dark = recordingContext();
+  drawPanel(dark, s, area);
+  const light = recordingContext();
+  drawPanel(light, s, area, { palette: lightTheme });
+  for (const key of ['panelBg', 'plotBg', 'sliderTrack']) {
+    assert.ok(dark.colours.has(theme[key]), key);
+    assert.ok(light.colours.has(lightTheme[key]) && !light.colours.has(theme[key]), key);
+  }
 });

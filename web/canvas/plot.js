@@ -65,25 +65,25 @@ function tickLabel(v) {
  * Draws `plot` ({series: [{points, color?}], xMax, marker, range?: [x0, x1]}) in `rect`. Returns the scale.
  * `compact` drops the tick labels (the sampler nodes' small curve).
  */
-export function drawPlot(ctx, plot, rect, { compact = false } = {}) {
+export function drawPlot(ctx, plot, rect, { compact = false, palette = theme } = {}) {
   const [rx, ry, rw, rh] = rect;
   const scale = plotScale(plot.series, rect, { xMax: plot.xMax, logY: plot.logY ?? null });
-  ctx.fillStyle = '#1d1d1f';
+  ctx.fillStyle = palette.plotBg;
   ctx.fillRect(rx, ry, rw, rh);
   ctx.lineWidth = 1;
-  ctx.strokeStyle = '#2e2e32';
+  ctx.strokeStyle = palette.plotGrid;
   ctx.beginPath();
   for (const t of scale.ticks) { ctx.moveTo(rx, t.y); ctx.lineTo(rx + rw, t.y); }
   ctx.stroke();
   if (plot.range) {
-    ctx.fillStyle = 'rgba(0,0,0,0.35)';
+    ctx.fillStyle = palette.plotShade;
     const a = scale.x(plot.range[0]), b = scale.x(plot.range[1]);
     ctx.fillRect(rx, ry, a - rx, rh);
     ctx.fillRect(b, ry, rx + rw - b, rh);
   }
   if (!compact) {
     ctx.font = FONT;
-    ctx.fillStyle = theme.widgetLabel;
+    ctx.fillStyle = palette.widgetLabel;
     ctx.textAlign = 'right';
     ctx.textBaseline = 'middle';
     for (const t of scale.ticks) ctx.fillText(tickLabel(t.value), rx - 4, t.y);
@@ -95,7 +95,7 @@ export function drawPlot(ctx, plot, rect, { compact = false } = {}) {
   for (const s of plot.series) {
     const px = seriesPixels(s.points, scale);
     if (px.length < 2) continue;
-    ctx.strokeStyle = s.color ?? '#cdffcd';
+    ctx.strokeStyle = s.color ?? palette.plotLine;
     ctx.beginPath();
     ctx.moveTo(px[0], px[1]);
     for (let i = 2; i < px.length; i += 2) ctx.lineTo(px[i], px[i + 1]);
@@ -105,13 +105,13 @@ export function drawPlot(ctx, plot, rect, { compact = false } = {}) {
     const mx = scale.x(plot.marker);
     const v = valueAt(plot.series[0].points, plot.marker);
     const my = scale.y(v);
-    ctx.strokeStyle = 'rgba(255, 204, 51, 0.55)';
+    ctx.strokeStyle = palette.plotMarker;
     ctx.lineWidth = 1;
     ctx.beginPath();
     ctx.moveTo(mx, ry);
     ctx.lineTo(mx, ry + rh);
     ctx.stroke();
-    ctx.fillStyle = theme.highlight;
+    ctx.fillStyle = palette.highlight;
     ctx.beginPath();
     ctx.arc(mx, my, compact ? 3 : 4, 0, Math.PI * 2);
     ctx.fill();

@@ -32,6 +32,18 @@ export const theme = Object.freeze({
   reroute: '#e0e0e0',
   missing: '#ff4545',
   highlight: '#ffcc33',
+  // the inspect panels and sigma curves (canvas/inspector.js, canvas/plot.js)
+  panelBg: '#151517',
+  plotBg: '#1d1d1f',
+  plotGrid: '#2e2e32',
+  plotShade: 'rgba(0,0,0,0.35)',
+  plotLine: '#cdffcd',
+  plotMarker: 'rgba(255, 204, 51, 0.55)',
+  sliderTrack: '#4a4a4e',
+  sliderTick: '#8a8a8e',
+  sliderKnob: '#f2f2f2',
+  accent: '#4f8cff',
+  hint: '#6a6a70',
   font: 'Inter, "Segoe UI", system-ui, sans-serif',
 });
 
@@ -56,6 +68,16 @@ export const lightTheme = Object.freeze({
   widgetDisabled: '#b0b0b0',
   linkDefault: '#777777',
   reroute: '#444444',
+  panelBg: '#ececef',
+  plotBg: '#f4f4f6',
+  plotGrid: '#d2d2d7',
+  plotShade: 'rgba(0,0,0,0.12)',
+  plotLine: '#2e7d32',
+  plotMarker: 'rgba(200, 140, 0, 0.7)',
+  sliderTrack: '#b8b8bd',
+  sliderTick: '#77777c',
+  sliderKnob: '#ffffff',
+  hint: '#88888e',
 });
 
 export const PALETTES = Object.freeze({ dark: theme, light: lightTheme });

@@ -453,12 +453,12 @@ function drawArea(ctx, node, scene, h) {
   if (!area) return;
   const panel = area.h >= 10 && scene.area?.panel(node);
   if (panel) {
-    drawPanel(ctx, panel, area, { fit: h.fit, highlight: scene.area.highlight(node) });
+    drawPanel(ctx, panel, area, { fit: h.fit, highlight: scene.area.highlight(node), palette: theme });
     return;
   }
   const curve = scene.area?.curve(node); // asked even without room: the node grows for it once it has arrived
   if (curve && area.h >= PANEL.CURVE_H) {
-    drawCurve(ctx, curve, area, { highlight: scene.area.highlight(node) === 'curve' });
+    drawCurve(ctx, curve, area, { highlight: scene.area.highlight(node) === 'curve', palette: theme });
     area.h = curveLayout(area).rest;
   }
   drawImages(ctx, area, scene.imagesFor?.(node), theme);
