@@ -5,7 +5,7 @@ import { History } from '../graph/history.js';
 import { loadWorkflow, saveWorkflow } from '../graph/serialize.js';
 import { makeViewport } from '../canvas/viewport.js';
 import { registerSubgraphDefs } from '../subgraph/definition.js';
-import { flushSubgraphs, resetNav } from '../subgraph/navigate.js';
+import { flushSubgraphs, reopenPath, resetNav, subgraphPath } from '../subgraph/navigate.js';
 
 /** What the canvas shows about a run on this workflow's nodes. */
 export function emptyExecState() {
@@ -69,14 +69,17 @@ export class WorkflowDoc {
     return this.restore(this.history.redo());
   }
 
+  /** Replaces the graph with a snapshot's; a subgraph open before stays open (as far as its instances remain). */
   restore(snapshot) {
     if (snapshot === null) return false;
     const json = JSON.parse(snapshot);
     registerSubgraphDefs(json, this.defs);
+    const [path, vp, selection] = [subgraphPath(this), this.vp, this.selection];
     resetNav(this);
     this.graph = loadWorkflow(json, { defs: this.defs });
+    const depth = reopenPath(this, path, vp);
     const alive = (id) => this.graph.nodes.has(id);
-    this.selection = new Set([...this.selection].filter(alive));
+    this.selection = new Set(depth === path.length ? [...selection].filter(alive) : []);
     this.selectedGroups.clear();
     this.selectedReroutes.clear();
     return true;

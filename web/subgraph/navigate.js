@@ -88,6 +88,18 @@ export function resetNav(doc) {
   doc.subgraphNav = [];
 }
 
+/** Opens the instances of `path` (ids from the top, as subgraphPath gives) one level after another, as far as they
+ * still exist; `vp` becomes the view of the innermost level reached when the whole path was. Returns the depth. */
+export function reopenPath(doc, path, vp = null) {
+  let depth = 0;
+  for (const instanceId of path) {
+    if (!enterSubgraph(doc, instanceId)) break;
+    depth++;
+  }
+  if (vp && depth === path.length && depth > 0) doc.vp = vp;
+  return depth;
+}
+
 /** Whether a node is one of the boundary nodes of an open subgraph. */
 export function isBoundary(node) {
   return node?.id === INPUT_NODE || node?.id === OUTPUT_NODE;

@@ -149,3 +149,26 @@ test('a widget promoted two levels down reaches the nested instance, and the sav
   assert.deepEqual(inner.widgets_values, [99]);
   assert.equal(saved.definitions.subgraphs.find((d) => d.id === a.id).inputs.at(-1).name, 'seed');
 });
+
+test('undo and redo inside an open subgraph stay inside it', () => {
+  const { defs, graph } = txt2img();
+  const { instance } = convertToSubgraph(graph, [6, 7, 3], defs);
+  const doc = WorkflowDoc.fromWorkflow(JSON.parse(JSON.stringify(saveWorkflow(graph, { defs }))), { defs, name: 't' });
+  assert.ok(enterSubgraph(doc, instance.id));
+  const steps = (g) => {
+    const sampler = [...g.nodes.values()].find((n) => n.type === 'KSampler');
+    return [sampler, widgetsOf(sampler, defs, g).find((w) => w.name === 'steps')];
+  };
+  const [sampler, widget] = steps(doc.graph);
+  const before = getWidgetValue(sampler, widget);
+  setWidgetValue(sampler, widget, before + 7);
+  assert.ok(doc.checkpoint());
+  assert.ok(doc.undo());
+  assert.deepEqual(subgraphPath(doc), [instance.id], 'still inside the subgraph after undo');
+  assert.equal(getWidgetValue(...steps(doc.graph)), before);
+  assert.ok(doc.redo());
+  assert.deepEqual(subgraphPath(doc), [instance.id]);
+  assert.equal(getWidgetValue(...steps(doc.graph)), before + 7);
+  exitSubgraph(doc, 0);
+  assert.deepEqual(subgraphPath(doc), []);
+});
