@@ -7,9 +7,10 @@ which is built for the CUDA torch of the same version and fails on import ("oper
 exist") -- and transformers imports torchvision whenever it is installed. So README and scripts/test.sh install
 spandrel with `--no-deps`, and torchvision is usually absent here (a GPU user's working torchvision is used as is).
 
-`import_spandrel()` imports spandrel normally when torchvision works. When it does not, it first registers a small
+`import_spandrel()` imports spandrel normally when torchvision works. When it does not, it registers a small
 pure-torch stand-in for exactly those three names under `torchvision.transforms.functional` (marked with
-`CHISEL_STAND_IN = True`), then imports spandrel. Nothing else in Chisel uses torchvision; the stand-in is registered
+`CHISEL_STAND_IN = True`) while spandrel imports, and removes it again (spandrel's modules keep the functions they
+bound), so that libraries that probe for torchvision (transformers, diffusers) never find it. Nothing else in Chisel uses torchvision; the stand-in is registered
 only then, and only in place of a torchvision that could not be imported.
 """
 
@@ -119,8 +120,14 @@ def import_spandrel() -> Any:
     if importlib.util.find_spec("spandrel") is None:
         raise SpandrelMissing("upscale models need spandrel, which is not installed: "
                               "pip install --no-deps spandrel==0.4.2 (see README.md)")
-    if not _torchvision_works():
-        _register_stand_in()
-    import spandrel
+    if _torchvision_works():
+        import spandrel
 
+        return spandrel
+    _register_stand_in()
+    try:
+        import spandrel  # its modules bind the stand-in's functions by name while importing
+    finally:  # then the stand-in leaves: other libraries probing for torchvision must not find it
+        for name in [m for m in sys.modules if getattr(sys.modules[m], "CHISEL_STAND_IN", False)]:
+            del sys.modules[name]
     return spandrel

@@ -42,5 +42,8 @@ def test_rotate_equals_torchvision(angle, mode):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("spandrel") is None, reason="spandrel not installed")
-def test_spandrel_imports():
+def test_spandrel_imports_and_leaves_no_stand_in_behind():
+    import sys
+
     assert import_spandrel().ModelLoader is not None
+    assert not any(getattr(module, "CHISEL_STAND_IN", False) for module in list(sys.modules.values()))

@@ -38,7 +38,8 @@ def test_pack_extensions_run_in_the_editor_and_broken_ones_are_reported(page, pa
                                      headers={"Content-Type": "application/json"})
     urllib.request.urlopen(request, timeout=10).read()
     page.wait_for_function("window.routePack.messages.length > 0", timeout=20_000)
-    assert page.evaluate("window.routePack.messages") == ["hello, e2e"]
+    # the pack's on_prompt handler upper-cases Announce texts before the prompt is queued
+    assert page.evaluate("window.routePack.messages") == ["hello, E2E"]
     toasts = page.locator("#toasts").inner_text()
     assert "broken.js failed to load" in toasts and "ui_broken.litegraph failed in setup" in toasts
     assert page.evaluate("document.body.classList.contains('ready')")
