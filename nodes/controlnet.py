@@ -32,6 +32,7 @@ from nodes.context import RunContext
 from nodes.inputs import Combo, Files, Float, Link
 from nodes.loaders import file_identity
 from nodes.registry import Node, Output
+from nodes.vae_ops import encode_images
 
 CONTROLNET_FOLDER = "controlnet"
 CATEGORY = "conditioning/controlnet"
@@ -56,7 +57,7 @@ def _controlnet_value(loaded: LoadedControlNet | LoadedT2IAdapter | LoadedFluxCo
 
 class ControlNetLoader(Node):
     """Loads a ControlNet (SD1.x / SD2.x / SDXL, lllyasviel or diffusers layout, union models too; Flux.1 in
-    XLabs' layout) or a T2I-adapter (full, light, SDXL)."""
+    XLabs' or InstantX's layout, union models too) or a T2I-adapter (full, light, SDXL)."""
 
     description = ""
     display_name = "Load ControlNet Model"
@@ -153,9 +154,14 @@ class ControlNetApplyAdvanced(Node):
     def run(cls, ctx: RunContext, positive: Conditioning, negative: Conditioning, control_net: ControlModel,
             image: torch.Tensor, strength: float, start_percent: float, end_percent: float,
             vae: Vae | None = None) -> tuple[Conditioning, Conditioning]:
-        # The VAE is for control models that read latents (SD3/Flux nets); the SD ControlNets read pixels.
+        # The VAE is for control models that read latents (InstantX Flux nets); the SD ControlNets read pixels.
+        # Without one such a net fails when sampling uses it, as in ComfyUI.
         if strength == 0:
             return positive, negative
+        if vae is not None and isinstance(control_net, FluxControlNet) and control_net.needs_vae:
+            models = ctx.services.models
+            control_net = control_net.with_vae(lambda pixels: encode_images(models, vae, pixels.movedim(1, -1)),
+                                               vae.downscale)
         hint = _hint(image, control_net, cls.node_type)
         pos, neg = apply_control(positive, negative, control_net, hint, strength, start_percent, end_percent)
         assert neg is not None

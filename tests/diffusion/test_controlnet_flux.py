@@ -16,7 +16,13 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from diffusion.checkpoint import CheckpointMismatch, UnknownCheckpoint
-from diffusion.controlnet import AppliedControl, ControlNetError, ControlResiduals, load_control_file
+from diffusion.controlnet import (
+    HINT_COMPRESSION,
+    AppliedControl,
+    ControlNetError,
+    ControlResiduals,
+    load_control_file,
+)
 from diffusion.controlnet_flux import (
     MAIN_DOUBLE_BLOCKS,
     MAIN_SINGLE_BLOCKS,
@@ -24,9 +30,10 @@ from diffusion.controlnet_flux import (
     FluxControlNetConfig,
     FluxControlNetModel,
     LoadedFluxControlNet,
+    instantx_names,
 )
 from diffusion.flow_sampling import FluxSampling
-from diffusion.flux import Flux
+from diffusion.flux import Flux, patchify
 from diffusion.guidance import GuidedDenoiser, prepare_conditioning
 from diffusion.memory import ModelManager
 from diffusion.model_sampling import Denoiser
@@ -175,19 +182,15 @@ def test_a_flux_controlnet_on_an_sd_model_is_refused(control_net):
         prepared(torch.zeros(2, 4, LATENT, LATENT), torch.tensor([0.5, 0.5]), {"context": torch.zeros(2, 7, 768)}, 2)
 
 
-def _instantx_keys(union: bool) -> dict[str, torch.Tensor]:
-    keys = {"controlnet_x_embedder.weight": torch.zeros(8, 64), "controlnet_blocks.0.weight": torch.zeros(8, 8),
-            "controlnet_single_blocks.0.weight": torch.zeros(8, 8), "pos_embed_input.weight": torch.zeros(8, 64),
+def _partial_instantx_keys() -> dict[str, torch.Tensor]:
+    return {"controlnet_x_embedder.weight": torch.zeros(8, 64), "controlnet_blocks.0.weight": torch.zeros(8, 8),
+            "controlnet_single_blocks.0.weight": torch.zeros(8, 8),
             "transformer_blocks.0.attn.to_q.weight": torch.zeros(8, 8),
             "single_transformer_blocks.0.proj_out.weight": torch.zeros(8, 8)}
-    if union:
-        keys["controlnet_mode_embedder.weight"] = torch.zeros(10, 8)
-    return keys
 
 
 @pytest.mark.parametrize("tensors, message", [
-    (_instantx_keys(union=False), "InstantX / union layout"),
-    (_instantx_keys(union=True), "InstantX / union layout"),
+    (_partial_instantx_keys(), "InstantX Flux ControlNet without img_in.weight"),
     ({"controlnet_blocks.0.linear.weight": torch.zeros(4, 4)}, "MistoLine"),
     ({"controlnet_blocks.0.weight": torch.zeros(4, 4), "something.else": torch.zeros(2)},
      "nor a Flux ControlNet"),
@@ -229,6 +232,7 @@ def engine(tmp_path_factory):
     (config.models_dir / "controlnet").mkdir(parents=True, exist_ok=True)
     write_flux_controlnet(config.models_dir / "controlnet" / "flux-canny-controlnet-tiny.safetensors",
                           random_flux_controlnet())
+    write_instantx(config.models_dir / "controlnet" / "flux-union-tiny.safetensors", random_instantx())
     folders = ServerFolders.from_config(config)
     folders.create_directories()
     hint = np.zeros((64, 64, 3), dtype=np.uint8)
@@ -239,8 +243,11 @@ def engine(tmp_path_factory):
     executor = Executor(registry, OutputCache(cpu_budget=1 << 30, gpu_budget=0, sizeof=walk_sizeof(_tensor_bytes)),
                         functools.partial(RunContext, services=services))
 
-    def run(prompt: dict) -> np.ndarray:
+    def run(prompt: dict, *, fails: bool = False) -> np.ndarray | str:
         outcome = executor.execute(validate_prompt(prompt, registry), prompt_id="p")
+        if fails:
+            assert outcome.status != "success"
+            return str(outcome.error)
         assert outcome.status == "success", outcome.error
         image = outcome.outputs["9"]["images"][0]
         return np.asarray(Image.open(config.output_dir / image["subfolder"] / image["filename"]).convert("RGB"))
@@ -313,3 +320,169 @@ def test_flux_adds_the_residuals_after_their_blocks_to_the_image_tokens(flux):
         plain = flux(x, torch.tensor([0.6]), context, y, torch.tensor([3.5]))
     assert torch.allclose(controlled, patched, atol=1e-5)
     assert not torch.allclose(controlled, plain, atol=1e-3)
+
+
+# ---- InstantX / union layout (diffusers' FluxControlNetModel) ----------------------------------------------------
+
+UNION_MODES = 10
+TINY_INSTANTX = FluxControlNetConfig(flux=dataclasses.replace(TINY_FLUX, depth=2, depth_single_blocks=2),
+                                     latent_input=True)
+TINY_UNION = dataclasses.replace(TINY_INSTANTX, union_modes=UNION_MODES)
+
+
+def _fake_vae(pixels: torch.Tensor) -> torch.Tensor:
+    """A stand-in VAE encoder: [B, 3, 8h, 8w] -> [B, 16, h, w] raw latents (deterministic, hint-dependent)."""
+    pooled = torch.nn.functional.avg_pool2d(pixels * 2.0 - 1.0, HINT_COMPRESSION)
+    return torch.cat([pooled * (1 + i / 4) for i in range(6)], dim=1)[:, :16]
+
+
+def random_instantx(config: FluxControlNetConfig = TINY_UNION, seed: int = 7) -> FluxControlNetModel:
+    net = FluxControlNetModel(config).eval()
+    _randomize(net, seed)
+    return net
+
+
+def instantx_tensors(net: FluxControlNetModel) -> dict[str, torch.Tensor]:
+    """Our module's weights in diffusers' InstantX key layout (the fused layers split back into q, k, v, MLP)."""
+    ours = net.state_dict()
+    cfg = net.config.flux
+    counting = {f"transformer_blocks.{i}.x": () for i in range(cfg.depth)}
+    counting.update({f"single_transformer_blocks.{i}.x": () for i in range(cfg.depth_single_blocks)})
+    out: dict[str, torch.Tensor] = {}
+    renamed: set[str] = set()
+    for name, theirs in instantx_names(counting).items():
+        if name not in ours:
+            continue
+        dim = cfg.hidden_size
+        sizes = {1: [ours[name].shape[0]], 3: [dim] * 3, 4: [dim, dim, dim, cfg.mlp_hidden]}[len(theirs)]
+        for key, part in zip(theirs, torch.split(ours[name], sizes)):
+            out[key] = part.contiguous()
+        renamed.add(name)
+    out.update({k: v.contiguous() for k, v in ours.items() if k not in renamed})
+    return out
+
+
+def write_instantx(path: Path, net: FluxControlNetModel) -> Path:
+    save_file(instantx_tensors(net), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def union_net(tmp_path_factory) -> FluxControlNet:
+    path = write_instantx(tmp_path_factory.mktemp("ix") / "flux-union-tiny.safetensors", random_instantx())
+    loaded = load_control_file(path)
+    assert isinstance(loaded, LoadedFluxControlNet)
+    return FluxControlNet(model=loaded.model, name="union", owner=loaded).with_vae(_fake_vae, HINT_COMPRESSION)
+
+
+def test_an_instantx_file_loads_renamed_with_its_exact_weights(tmp_path):
+    for config in (TINY_INSTANTX, TINY_UNION):
+        net = random_instantx(config, seed=11)
+        tensors = instantx_tensors(net)
+        assert "transformer_blocks.1.attn.add_k_proj.weight" in tensors
+        assert "single_transformer_blocks.0.proj_mlp.bias" in tensors
+        assert "double_blocks.0.img_mlp.0.weight" not in tensors
+        loaded = load_control_file(write_instantx(tmp_path / "ix.safetensors", net))
+        assert isinstance(loaded, LoadedFluxControlNet) and loaded.config == config
+        expected = net.state_dict()
+        assert loaded.model.state_dict().keys() == expected.keys()
+        assert all(torch.equal(v, expected[k]) for k, v in loaded.model.state_dict().items())
+
+
+def test_instantx_residuals_equal_diffusers_flux_controlnet(tmp_path):
+    diffusers = pytest.importorskip("diffusers")
+    cfg = TINY_UNION.flux
+    reference = diffusers.FluxControlNetModel(
+        patch_size=1, in_channels=cfg.in_channels * 4, num_layers=cfg.depth, num_single_layers=cfg.depth_single_blocks,
+        attention_head_dim=cfg.head_dim, num_attention_heads=cfg.num_heads, joint_attention_dim=cfg.context_in_dim,
+        pooled_projection_dim=cfg.vec_in_dim, guidance_embeds=True, axes_dims_rope=list(cfg.rope_axes),
+        num_mode=UNION_MODES).eval()
+    _randomize(reference, 13)
+    with torch.no_grad():  # RMSNorm scales near 1 (_randomize takes 1-D weights for biases)
+        for name, p in reference.named_parameters():
+            if ".norm_" in name:
+                p.copy_(1.0 + 0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(len(name))))
+    path = tmp_path / "diffusers-union.safetensors"
+    save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, path)
+    loaded = load_control_file(path)
+    assert isinstance(loaded, LoadedFluxControlNet) and loaded.config == TINY_UNION
+
+    gen = torch.Generator().manual_seed(0)
+    x, hint = torch.randn(1, 16, 4, 6, generator=gen), torch.randn(1, 16, 4, 6, generator=gen)
+    context, y = torch.randn(1, 5, TEXT_WIDTH, generator=gen), torch.randn(1, TEXT_WIDTH, generator=gen)
+    tokens, ids = patchify(x)
+    with torch.inference_mode():
+        ours = loaded.model(x, hint, torch.tensor([0.7]), context, y, torch.tensor([3.5]), control_type=(2,))
+        theirs = reference(hidden_states=tokens, controlnet_cond=patchify(hint)[0], controlnet_mode=torch.tensor([[2]]),
+                           encoder_hidden_states=context, pooled_projections=y, timestep=torch.tensor([0.7]),
+                           img_ids=ids[0], txt_ids=torch.zeros(5, 3), guidance=torch.tensor([3.5]), return_dict=False)
+    double, single = theirs
+    assert len(ours.input) == MAIN_DOUBLE_BLOCKS and len(ours.output) == MAIN_SINGLE_BLOCKS
+    # InstantX residuals are repeated in place: 10 x c0 then 9 x c1; 19 x s0 then 19 x s1.
+    for i, expected in ((0, double[0]), (9, double[0]), (10, double[1]), (18, double[1])):
+        assert torch.allclose(ours.input[i], expected, atol=1e-4), i
+    for i, expected in ((0, single[0]), (18, single[0]), (19, single[1]), (37, single[1])):
+        assert torch.allclose(ours.output[i], expected, atol=1e-4), i
+    assert (ours.input[0] - double[0]).abs().max() < 1e-4 < ours.input[0].abs().max()
+
+
+def test_the_union_mode_embedding_goes_before_the_text():
+    net = random_instantx()
+    gen = torch.Generator().manual_seed(1)
+    args = (torch.randn(1, 16, 4, 4, generator=gen), torch.randn(1, 16, 4, 4, generator=gen), torch.tensor([0.5]),
+            torch.randn(1, 5, TEXT_WIDTH, generator=gen), torch.randn(1, TEXT_WIDTH, generator=gen),
+            torch.tensor([3.5]))
+    with torch.inference_mode():
+        auto, canny, depth = (net(*args, control_type=t).input[0] for t in ((), (3,), (1,)))
+        with pytest.raises(ControlNetError, match="out of range"):
+            net(*args, control_type=(UNION_MODES,))
+    assert not torch.allclose(auto, canny) and not torch.allclose(canny, depth)
+
+
+def test_instantx_control_changes_the_sampled_latent(flux, union_net):
+    plain = _sample(flux, *_with(None))
+    controlled = _sample(flux, *_with(AppliedControl(net=union_net, hint=_hint())))
+    blank = _sample(flux, *_with(AppliedControl(net=union_net, hint=torch.zeros(1, 3, 64, 64))))
+    canny = _sample(flux, *_with(AppliedControl(net=union_net.with_union_type((3,)), hint=_hint())))
+    assert torch.isfinite(controlled).all()
+    assert (controlled - plain).abs().max() > 1e-2
+    assert (controlled - blank).abs().max() > 1e-3
+    assert (canny - controlled).abs().max() > 1e-4  # the union mode matters
+    zero = _sample(flux, *_with(AppliedControl(net=union_net, hint=_hint(), strength=0.0)))
+    assert torch.equal(plain, zero)
+
+
+def test_an_instantx_net_without_a_vae_says_so(flux, union_net):
+    bare = dataclasses.replace(union_net, encode_hint=None)
+    prepared = AppliedControl(net=bare, hint=_hint()).prepared(SAMPLING)
+    entry = _entry(1, None)
+    with pytest.raises(ControlNetError, match="no VAE was given"):
+        prepared(torch.zeros(1, 16, LATENT, LATENT), torch.tensor([0.5]),
+                 {"context": entry.cross_attn, "y": entry.pooled, "guidance": torch.tensor([3.5])}, 1)
+
+
+def test_instantx_inpainting_nets_are_refused_clearly(tmp_path):
+    tensors = instantx_tensors(random_instantx(TINY_INSTANTX))
+    tensors["controlnet_x_embedder.weight"] = torch.zeros(64, 17 * 4)
+    save_file(tensors, tmp_path / "inpaint.safetensors")
+    with pytest.raises(UnknownCheckpoint, match="17-channel latent hint"):
+        load_control_file(tmp_path / "inpaint.safetensors")
+
+
+def _union_prompt(strength: float, union_type: str = "canny/lineart/anime_lineart/mlsd", vae: bool = True) -> dict:
+    prompt = _prompt(strength)
+    prompt["11"]["inputs"]["control_net_name"] = "flux-union-tiny.safetensors"
+    prompt["14"] = {"class_type": "SetUnionControlNetType", "inputs": {"control_net": ["11", 0], "type": union_type}}
+    prompt["13"]["inputs"]["control_net"] = ["14", 0]
+    if not vae:
+        del prompt["13"]["inputs"]["vae"]
+    return prompt
+
+
+def test_an_instantx_union_net_through_the_nodes(engine):
+    plain = engine(_prompt(None))
+    canny = engine(_union_prompt(1.0))
+    assert not np.array_equal(plain, canny)
+    assert not np.array_equal(engine(_union_prompt(1.0, union_type="depth")), canny)
+    assert np.array_equal(engine(_union_prompt(0.0)), plain)
+    assert "no VAE was given" in engine(_union_prompt(1.0, vae=False), fails=True)
