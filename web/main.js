@@ -24,6 +24,7 @@ import { createMaskEditor } from './panels/mask_editor.js';
 import { createModelLibrary, MODEL_DRAG_TYPE } from './panels/model_library.js';
 import { createNodeLibrary, NODE_DRAG_TYPE } from './panels/node_library.js';
 import { createMinimap } from './panels/minimap.js';
+import { paletteOf } from './canvas/theme.js';
 import { tooltipFor } from './app/tooltips.js';
 import { createTooltip } from './panels/tooltip.js';
 import { createQueuePanel } from './panels/queue.js';
@@ -187,7 +188,7 @@ async function boot() {
   const tooltip = createTooltip(document.body);
   const minimap = createMinimap($('#canvas-wrap'), {
     getScene: () => ({ graph: workspace.active.graph, vp: workspace.active.vp, screen: editor.size,
-      exec: workspace.active.exec, selection: workspace.active.selection }),
+      exec: workspace.active.exec, selection: workspace.active.selection, theme: paletteOf(settingsCache.palette) }),
     onMove: () => editor.redraw(),
   });
   const ctxFor = (at) => ({ doc: workspace.active, defs, at, commands: { ...controller, run: controller.run,

@@ -1,4 +1,7 @@
-// Past runs as the assets panel shows them: one summary per /history entry (pure, no DOM).
+// Past runs as the assets and queue panels show them: one summary per /history entry (pure, no DOM).
+
+/** A run's status as a mark (anything else: '•'). */
+export const STATUS_MARK = Object.freeze({ success: '✓', error: '✕' });
 
 /** Text inputs worth showing as a run's prompt: CLIPTextEncode's text, and any long STRING input named like one. */
 const PROMPT_INPUTS = /^(text|text_g|text_l|prompt|positive|string)$/;

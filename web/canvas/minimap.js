@@ -28,13 +28,14 @@ export function centerViewOn(vp, p, width, height) {
 }
 
 /** Draws the minimap of `graph` into ctx (width x height css px); returns its transform. */
-export function drawMinimap(ctx, { graph, vp, screen: [sw, sh], width, height, dpr = 1, exec, selection }) {
+export function drawMinimap(ctx, { graph, vp, screen: [sw, sh], width, height, dpr = 1, exec, selection,
+  theme: palette = theme }) {
   const view = visibleRect(vp, sw, sh);
   const bounds = graph.boundsOf([...graph.nodes.values()]);
   const t = minimapTransform(bounds, view, width, height);
   ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
   ctx.clearRect(0, 0, width, height);
-  ctx.fillStyle = 'rgba(20, 20, 22, 0.85)';
+  ctx.fillStyle = palette.minimapBg;
   ctx.fillRect(0, 0, width, height);
   const body = new Path2D();
   const marked = new Path2D();
@@ -43,12 +44,12 @@ export function drawMinimap(ctx, { graph, vp, screen: [sw, sh], width, height, d
     const w = Math.max(1.5, n.size[0] * t.scale), h = Math.max(1.5, ((n.flags.collapsed ? 0 : n.size[1]) + 30) * t.scale);
     (selection?.has(n.id) || exec?.running === n.id ? marked : body).rect(x, y, w, h);
   }
-  ctx.fillStyle = '#5b5b60';
+  ctx.fillStyle = palette.minimapNode;
   ctx.fill(body);
-  ctx.fillStyle = exec?.running !== null && exec?.running !== undefined ? theme.running : '#d0d0d0';
+  ctx.fillStyle = exec?.running !== null && exec?.running !== undefined ? palette.running : palette.minimapMarked;
   ctx.fill(marked);
   const [vx, vy] = t.toMap([view[0], view[1]]);
-  ctx.strokeStyle = '#ffffff';
+  ctx.strokeStyle = palette.minimapView;
   ctx.lineWidth = 1;
   ctx.strokeRect(Math.round(vx) + 0.5, Math.round(vy) + 0.5, Math.round(view[2] * t.scale), Math.round(view[3] * t.scale));
   return t;

@@ -44,6 +44,11 @@ export const theme = Object.freeze({
   sliderKnob: '#f2f2f2',
   accent: '#4f8cff',
   hint: '#6a6a70',
+  // the minimap (canvas/minimap.js)
+  minimapBg: 'rgba(20, 20, 22, 0.85)',
+  minimapNode: '#5b5b60',
+  minimapMarked: '#d0d0d0',
+  minimapView: '#ffffff',
   font: 'Inter, "Segoe UI", system-ui, sans-serif',
 });
 
@@ -78,6 +83,10 @@ export const lightTheme = Object.freeze({
   sliderTick: '#77777c',
   sliderKnob: '#ffffff',
   hint: '#88888e',
+  minimapBg: 'rgba(236, 236, 240, 0.9)',
+  minimapNode: '#a9a9b0',
+  minimapMarked: '#3a3a40',
+  minimapView: '#1a73e8',
 });
 
 export const PALETTES = Object.freeze({ dark: theme, light: lightTheme });

@@ -35,5 +35,3 @@ export function bindApi(chiselApi) {
   forwarded.clear();
   for (const type of types) forward(type);
 }
-
-export function trackedTypes() { return [...forwarded]; }

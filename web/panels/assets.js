@@ -1,10 +1,8 @@
 // The assets panel: past runs (GET /history) as an image grid, each with its prompt text, duration and status;
 // a click opens the lightbox (zoom, compare), two picked images open side by side under a compare slider, Rerun
 // queues the same prompt again and Open loads the run's workflow into a tab.
-import { formatDuration, rerunRequest, runSummaries, togglePick } from '../app/runs.js';
+import { formatDuration, rerunRequest, runSummaries, STATUS_MARK, togglePick } from '../app/runs.js';
 import { h, timeAgo } from './dom.js';
-
-const STATUS_MARK = { success: '✓', error: '✕' };
 
 /**
  * @param deps {api, lightbox: {open(urls, i, {comparing})}, onLoadWorkflow(workflow, id), onQueued(res),

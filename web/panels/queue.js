@@ -1,5 +1,6 @@
 // The queue and history panel: the running and pending prompts (cancel), past runs with their images
 // (open the run's workflow, delete), and clearing both; on a cluster (`chisel serve --ray`), its workers.
+import { runSummary, STATUS_MARK } from '../app/runs.js';
 import { h, timeAgo } from './dom.js';
 
 /**
@@ -55,19 +56,18 @@ export function createQueuePanel(container, { api, onLoadWorkflow, onImage, noti
   }
 
   function historyRow(id, entry) {
-    const status = entry.status?.status_str ?? (entry.status?.completed ? 'success' : 'unknown');
-    const images = Object.values(entry.outputs ?? {}).flatMap((o) => o.images ?? []);
+    const run = runSummary(id, entry);
     const started = entry.status?.messages?.find((m) => m[0] === 'execution_start')?.[1]?.timestamp
       ?? entry.prompt?.[3]?.create_time;
-    const urls = images.map((im) => api.viewUrl(im));
-    return h(`div.h-item.${status}`, { dataset: { promptId: id } },
-      h('div.h-head', {}, h('span.h-status', { text: status === 'success' ? '✓' : status === 'error' ? '✕' : '•',
-        title: status }), h('span.h-id', { text: `#${entry.prompt?.[0] ?? ''} ${id.slice(0, 8)}`, title: id }),
-      h('span.h-time', { text: started ? timeAgo(started) : '' })),
+    const urls = run.images.map((im) => api.viewUrl(im));
+    return h(`div.h-item.${run.status}`, { dataset: { promptId: id } },
+      h('div.h-head', {}, h('span.h-status', { text: STATUS_MARK[run.status] ?? '•', title: run.status }),
+        h('span.h-id', { text: `#${run.number ?? ''} ${id.slice(0, 8)}`, title: id }),
+        h('span.h-time', { text: started ? timeAgo(started) : '' })),
       urls.length ? h('div.h-thumbs', {}, ...urls.slice(0, 4).map((u, i) => h('img.h-thumb', { src: u, loading: 'lazy',
         alt: 'output', onclick: () => onImage(urls, i) }))) : null,
       h('div.h-actions', {},
-        h('button.q-btn.h-load', { text: 'Load workflow', onclick: () => onLoadWorkflow(workflowOf(entry.prompt), id) }),
+        h('button.q-btn.h-load', { text: 'Load workflow', onclick: () => onLoadWorkflow(run.workflow, id) }),
         h('button.q-btn.danger', { title: 'Delete from history', text: 'Delete', onclick: async () => {
           await api.deleteHistory([id]).catch((e) => notify(e.message, 'error'));
           refresh();

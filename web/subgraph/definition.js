@@ -40,10 +40,6 @@ export function putDefinition(graph, definition) {
   else list.push(definition);
 }
 
-export function isInstance(graph, node) {
-  return Boolean(node && findDefinition(graph, node.type));
-}
-
 /** Node definitions for the boundary nodes: their slots live on the node itself. */
 export function ioNodeDefs() {
   const base = { description: '', aliases: [], outputNode: false, deprecated: false, experimental: false,
