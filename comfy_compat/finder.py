@@ -117,10 +117,3 @@ def install() -> None:
         if not installed():
             sys.meta_path.insert(0, ComfySurfaceFinder())
 
-
-def uninstall() -> None:
-    """Remove the finder and forget the aliases it made (the surface modules stay imported)."""
-    with _lock:
-        sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, ComfySurfaceFinder)]
-        for name in [n for n in sys.modules if surface_name(n) is not None]:
-            del sys.modules[name]

@@ -390,8 +390,8 @@ def _widget_inputs(node: _Node, registry: Registry, problems: list[NodeProblem])
     values: dict[str, Any]
     if named is not None:
         values = {w.name: named[w.name] for w in widgets if w.name in named}
-    elif isinstance(node.widgets_values, list) and has_dynamic_combo(_compact_schema(spec)):
-        values = name_values(_compact_schema(spec), node.widgets_values)
+    elif isinstance(node.widgets_values, list) and has_dynamic_combo(schema := _compact_schema(spec)):
+        values = name_values(schema, node.widgets_values)
     elif isinstance(node.widgets_values, list):
         linked = {s.key for s in node.inputs if s.link is not None}
         values = _align(node.widgets_values, widgets, linked)

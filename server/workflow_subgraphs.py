@@ -177,18 +177,18 @@ def _instance_values(instance: _Node, definition: Mapping[str, Any], inner: _Gra
     `proxyWidgets` list sets for this instance only ({inner node id: {widget: value}})."""
     declared = _declared(definition, "inputs")
     targets = _input_targets(inner, len(declared))
-    promoted = [name for index, (name, _) in enumerate(declared)
-                if any(_is_widget_target(inner, link, definitions) for link in targets[index])]
+    widgets = [next((link for link in links if _is_widget_target(inner, link, definitions)), None)
+               for links in targets]  # the first inner widget each declared input feeds, if any
+    promoted = [name for (name, _), widget in zip(declared, widgets) if widget is not None]
     stored, overrides = _stored_values(instance, promoted, declared, targets, inner)
     values: dict[str, Any] = {}
-    for index, (name, _) in enumerate(declared):
-        if name not in promoted or name in values:
+    for (name, _), widget in zip(declared, widgets):
+        if widget is None or name in values:
             continue
         if name in stored:
             values[name] = stored[name]
             continue
-        first = next(link for link in targets[index] if _is_widget_target(inner, link, definitions))
-        value = _target_value(inner, first, registry, definitions, chain)
+        value = _target_value(inner, widget, registry, definitions, chain)
         if value is not _NONE:
             values[name] = value
     return values, overrides

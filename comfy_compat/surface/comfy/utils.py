@@ -18,7 +18,9 @@ from typing import Any
 import torch
 
 from comfy_compat import host
+from diffusion.concat_cond import resize_to_batch as _resize_to_batch
 from nodes.latent import bislerp as _bislerp
+from nodes.tensor_ops import repeat_to_batch_size
 from nodes.tensor_ops import upscale as _upscale
 
 log = logging.getLogger("chisel.custom_nodes")
@@ -147,37 +149,14 @@ def get_attr(obj: Any, attr: str) -> Any:
 
 
 # ---- batches and resizing -----------------------------------------------------------------------------------------
-def repeat_to_batch_size(tensor: torch.Tensor, batch_size: int, dim: int = 0) -> torch.Tensor:
-    if tensor.shape[dim] > batch_size:
-        return tensor.narrow(dim, 0, batch_size)
-    if tensor.shape[dim] < batch_size:
-        repeats = [1] * dim + [math.ceil(batch_size / tensor.shape[dim])] + [1] * (tensor.ndim - 1 - dim)
-        return tensor.repeat(repeats).narrow(dim, 0, batch_size)
-    return tensor
-
-
-def _resized_indices(size: int, batch_size: int) -> list[int]:
-    if batch_size < size:
-        scale = (size - 1) / (batch_size - 1)
-        return [min(round(i * scale), size - 1) for i in range(batch_size)]
-    scale = size / batch_size
-    return [min(math.floor((i + 0.5) * scale), size - 1) for i in range(batch_size)]
-
-
 def resize_to_batch_size(tensor: torch.Tensor, batch_size: int) -> torch.Tensor:
-    if tensor.shape[0] == batch_size:
-        return tensor
-    if batch_size <= 1:
-        return tensor[:batch_size]
-    return tensor[_resized_indices(tensor.shape[0], batch_size)]
+    return _resize_to_batch(tensor, batch_size)
 
 
 def resize_list_to_batch_size(items: list[Any], batch_size: int) -> list[Any]:
     if len(items) == batch_size or not items:
         return items
-    if batch_size <= 1:
-        return items[:batch_size]
-    return [items[i] for i in _resized_indices(len(items), batch_size)]
+    return [items[i] for i in _resize_to_batch(torch.arange(len(items)), batch_size).tolist()]
 
 
 def bislerp(samples: torch.Tensor, width: int, height: int) -> torch.Tensor:
