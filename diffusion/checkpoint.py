@@ -65,6 +65,7 @@ __all__ = [
     "LoadedVae",
     "UnknownCheckpoint",
     "check_layout",
+    "check_shapes",
     "detect_checkpoint",
     "detect_layout",
     "detect_unet_config",
@@ -471,17 +472,17 @@ def _strip(prefix: str) -> Rename:
     return rename
 
 
-def _check(
-    module: nn.Module, tensors: Mapping[str, torch.Tensor], path: Path, name: str
-) -> None:
+def check_shapes(module: nn.Module, shapes: Shapes, path: Path, name: str) -> None:
+    """Strict name-and-shape match of (renamed) file tensor shapes against a module's state dict.
+
+    Raises:
+        CheckpointMismatch: naming what is missing, unexpected or wrongly shaped.
+    """
     expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
-    missing = sorted(expected.keys() - tensors.keys())
-    unexpected = sorted(tensors.keys() - expected.keys())
-    wrong = {
-        k: (tuple(tensors[k].shape), expected[k])
-        for k in sorted(expected.keys() & tensors.keys())
-        if tuple(tensors[k].shape) != expected[k]
-    }
+    missing = sorted(expected.keys() - shapes.keys())
+    unexpected = sorted(shapes.keys() - expected.keys())
+    wrong = {k: (tuple(shapes[k]), expected[k]) for k in sorted(expected.keys() & shapes.keys())
+             if tuple(shapes[k]) != expected[k]}
     if missing or unexpected or wrong:
         raise CheckpointMismatch(path, name, missing=missing, unexpected=unexpected, wrong_shapes=wrong)
 
@@ -499,7 +500,7 @@ class _Part:
 def _plan_check(part: _Part, header_shapes: Shapes, path: Path) -> None:
     """Compare names and shapes through the rename on meta tensors, before any data is read."""
     meta = {k: torch.empty(header_shapes[k], device="meta") for k in part.keys}
-    _check(part.module, part.rename(meta), path, part.name)
+    check_shapes(part.module, {k: tuple(v.shape) for k, v in part.rename(meta).items()}, path, part.name)
 
 
 def _read_into(part: _Part, reader: TensorReader, device: torch.device, dtype: torch.dtype) -> nn.Module:

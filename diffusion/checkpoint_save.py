@@ -21,12 +21,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from diffusion.checkpoint import UNET_PREFIX, VAE_PREFIX
 from diffusion.handles import Clip, Model, Vae
 from diffusion.model_merge import patched_state_dict
 from diffusion.text_encoders import checkpoint_state_dict
-
-UNET_PREFIX = "model.diffusion_model."
-VAE_PREFIX = "first_stage_model."
 
 
 class SaveError(ValueError):

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from diffusion.checkpoint import CheckpointMismatch, UnknownCheckpoint
+from diffusion.checkpoint import CheckpointMismatch, UnknownCheckpoint, check_shapes
 from diffusion.lora_keys import unet_diffusers_to_ldm
 from diffusion.model_sampling import DiscreteSampling
 from diffusion.safetensors_io import open_tensors, read_header
@@ -305,7 +305,8 @@ class ControlNetModel(nn.Module):
 # Detection and loading
 
 
-def _count(shapes: Shapes, prefix: str) -> int:
+def count_blocks(shapes: Shapes, prefix: str) -> int:
+    """Number of blocks `prefix{i}.` when they are numbered 0..n-1, else -1."""
     regex = re.compile(re.escape(prefix) + r"(\d+)\.")
     found = sorted({int(m.group(1)) for k in shapes if (m := regex.match(k))})
     return len(found) if found == list(range(len(found))) else -1
@@ -325,7 +326,7 @@ def _encoder_config(shapes: Shapes, path: Path, p: str) -> UNetConfig:
     label = shapes.get(p + "label_emb.0.0.weight")
     adm = label[1] if label is not None else None
     levels: list[list[tuple[int, int]]] = [[]]
-    for n in range(1, _count(shapes, p + "input_blocks.")):
+    for n in range(1, count_blocks(shapes, p + "input_blocks.")):
         block = f"{p}input_blocks.{n}"
         if f"{block}.0.op.weight" in shapes:
             levels.append([])
@@ -373,8 +374,8 @@ def _diffusers_config(shapes: Shapes, path: Path) -> UNetConfig:
     """The UNet configuration of a diffusers-layout ControlNet, read from its down/mid block shapes."""
     conv_in = shapes["conv_in.weight"]
     model_channels, in_channels = conv_in[0], conv_in[1]
-    n_levels = _count(shapes, "down_blocks.")
-    nrb = _count(shapes, "down_blocks.0.resnets.")
+    n_levels = count_blocks(shapes, "down_blocks.")
+    nrb = count_blocks(shapes, "down_blocks.0.resnets.")
     if n_levels <= 0 or nrb <= 0:
         raise UnknownCheckpoint(path, "diffusers ControlNet has no down_blocks.N.resnets.M")
     mult, depth = [], []
@@ -471,14 +472,8 @@ def detect_controlnet(shapes: Shapes, *, path: str | os.PathLike[str]) -> Contro
 
 
 def check_names(module: nn.Module, renamed: Shapes, path: Path, what: str = "ControlNet") -> None:
-    """Strict name-and-shape match of renamed file tensors against a module's state dict."""
-    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
-    missing = sorted(expected.keys() - renamed.keys())
-    unexpected = sorted(renamed.keys() - expected.keys())
-    wrong = {k: (tuple(renamed[k]), expected[k]) for k in sorted(expected.keys() & renamed.keys())
-             if tuple(renamed[k]) != expected[k]}
-    if missing or unexpected or wrong:
-        raise CheckpointMismatch(path, what, missing=missing, unexpected=unexpected, wrong_shapes=wrong)
+    """Strict name-and-shape match of renamed file tensors against a module's state dict (checkpoint's)."""
+    check_shapes(module, renamed, path, what)
 
 
 def check_controlnet_layout(shapes: Shapes, *, path: str | os.PathLike[str]) -> ControlNetLayout:

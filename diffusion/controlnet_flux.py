@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -47,6 +46,7 @@ from diffusion.controlnet import (
     ControlResiduals,
     broadcast_hint,
     check_names,
+    count_blocks,
     merge_residuals,
     resize_hint,
 )
@@ -228,12 +228,6 @@ def flux_controlnet_kind(shapes: Shapes) -> str | None:
     return None
 
 
-def _count(shapes: Shapes, prefix: str) -> int:
-    regex = re.compile(re.escape(prefix) + r"(\d+)\.")
-    found = sorted({int(m.group(1)) for k in shapes if (m := regex.match(k))})
-    return len(found) if found == list(range(len(found))) else -1
-
-
 def instantx_names(shapes: Shapes) -> dict[str, tuple[str, ...]]:
     """Our tensor names -> the diffusers tensors of an InstantX-layout file each is made of (concatenated along the
     rows, in order): ComfyUI's flux_to_diffusers read backwards. The ControlNet's own layers (controlnet_blocks,
@@ -247,7 +241,7 @@ def instantx_names(shapes: Shapes) -> dict[str, tuple[str, ...]]:
     def norm(ours: str, theirs: str) -> None:
         names[f"{ours}.scale"] = (f"{theirs}.weight",)
 
-    for i in range(max(_count(shapes, "transformer_blocks."), 0)):
+    for i in range(max(count_blocks(shapes, "transformer_blocks."), 0)):
         d, b = f"transformer_blocks.{i}.", f"double_blocks.{i}."
         linear(b + "img_attn.qkv", *(d + f"attn.to_{p}" for p in "qkv"))
         linear(b + "txt_attn.qkv", *(d + f"attn.add_{p}_proj" for p in "qkv"))
@@ -260,7 +254,7 @@ def instantx_names(shapes: Shapes) -> dict[str, tuple[str, ...]]:
                              ("txt_attn.norm.query_norm", "attn.norm_added_q"),
                              ("txt_attn.norm.key_norm", "attn.norm_added_k")):
             norm(b + ours, d + theirs)
-    for i in range(max(_count(shapes, "single_transformer_blocks."), 0)):
+    for i in range(max(count_blocks(shapes, "single_transformer_blocks."), 0)):
         d, b = f"single_transformer_blocks.{i}.", f"single_blocks.{i}."
         linear(b + "linear1", *(d + f"attn.to_{p}" for p in "qkv"), d + "proj_mlp")
         linear(b + "linear2", d + "proj_out")
@@ -305,8 +299,8 @@ def _trunk(shapes: Shapes, path: Path, what: str) -> FluxConfig:
 
     hidden, patch_in = shape("img_in.weight")
     head_dim = shape("double_blocks.0.img_attn.norm.query_norm.scale")[0]
-    depth = _count(shapes, "double_blocks.")
-    depth_single = _count(shapes, "single_blocks.")
+    depth = count_blocks(shapes, "double_blocks.")
+    depth_single = count_blocks(shapes, "single_blocks.")
     if depth <= 0 or depth_single < 0:
         raise UnknownCheckpoint(path, "Flux ControlNet blocks are not numbered 0..n-1")
     try:

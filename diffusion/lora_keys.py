@@ -180,7 +180,8 @@ def lora_targets(module: nn.Module) -> dict[str, nn.Module]:
     return {name: m for name, m in module.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))}
 
 
-def _underscored(name: str) -> str:
+def underscored(name: str) -> str:
+    """A module name in kohya's spelling (dots as underscores)."""
     return name.replace(".", "_")
 
 
@@ -190,10 +191,10 @@ def unet_aliases(unet: nn.Module, config: UNetConfig) -> dict[str, str]:
     diffusers_of = {ldm: d for d, ldm in unet_diffusers_to_ldm(config).items()}
     aliases: dict[str, str] = {}
     for name in targets:
-        spellings = [name, "lora_unet_" + _underscored(name)]
+        spellings = [name, "lora_unet_" + underscored(name)]
         spellings += ["model.diffusion_model." + name, "diffusion_model." + name]
         if (d := diffusers_of.get(name)) is not None:
-            spellings += [d, "unet." + d, "lora_unet_" + _underscored(d)]
+            spellings += [d, "unet." + d, "lora_unet_" + underscored(d)]
         for alias in spellings:
             aliases[alias] = name
     return aliases
@@ -232,14 +233,14 @@ def text_encoder_aliases(slot: TextEncoderSlot, encoder: nn.Module, *, encoder_c
     aliases: dict[str, str] = {}
     for name in lora_targets(encoder):
         spellings = [
-            kohya_prefix + _underscored(name),
+            kohya_prefix + underscored(name),
             diffusers_prefix + name,
             f"text_encoders.{slot.name}.transformer.{name}",  # ComfyUI's own LoRA saves
         ]
         if name.startswith("text_model."):
             spellings.append(diffusers_prefix + name[len("text_model."):])  # transformers 5 drops "text_model."
         if slot.name == "t5xxl" and encoder_count == 2:
-            spellings.append("lora_te2_" + _underscored(name))  # OneTrainer's Flux LoRAs (CLIP-L + T5)
+            spellings.append("lora_te2_" + underscored(name))  # OneTrainer's Flux LoRAs (CLIP-L + T5)
         if not open_clip:
             spellings.append(slot.prefix + name)
         else:
@@ -262,5 +263,6 @@ __all__ = [
     "split_lora_key",
     "text_encoder_aliases",
     "unet_aliases",
+    "underscored",
     "unet_diffusers_to_ldm",
 ]

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from diffusion.flux import Flux
-from diffusion.lora_keys import lora_targets
+from diffusion.lora_keys import lora_targets, underscored
 from diffusion.mmdit import MMDiT
 
 
@@ -112,10 +112,6 @@ def mmdit_diffusers_names(mmdit: MMDiT) -> dict[str, LoraTarget]:
     return names
 
 
-def _underscored(name: str) -> str:
-    return name.replace(".", "_")
-
-
 def dit_aliases(model: Flux | MMDiT) -> dict[str, LoraTarget]:
     """Every base key a LoRA file may use for a layer of this Flux / MMDiT -> what it adapts (Linear/Conv2d only;
     diffusers names whose layer this model lacks, e.g. Flux schnell's guidance_in, are left out)."""
@@ -124,7 +120,7 @@ def dit_aliases(model: Flux | MMDiT) -> dict[str, LoraTarget]:
     for name in targets:
         target = LoraTarget(name)
         for alias in (name, "diffusion_model." + name, "model.diffusion_model." + name,
-                      "lora_unet_" + _underscored(name)):
+                      "lora_unet_" + underscored(name)):
             aliases[alias] = target
     if isinstance(model, Flux):
         diffusers = flux_diffusers_names(model)
@@ -137,8 +133,8 @@ def dit_aliases(model: Flux | MMDiT) -> dict[str, LoraTarget]:
     for d_name, target in diffusers.items():
         if target.module not in targets:
             continue
-        for alias in ("transformer." + d_name, "base_model.model." + d_name, "lora_transformer_" + _underscored(d_name),
-                      "lycoris_" + _underscored(d_name)):
+        for alias in ("transformer." + d_name, "base_model.model." + d_name, "lora_transformer_" + underscored(d_name),
+                      "lycoris_" + underscored(d_name)):
             aliases.setdefault(alias, target)
     return aliases
 

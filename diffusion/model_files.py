@@ -31,7 +31,17 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from diffusion.checkpoint import CheckpointMismatch, UnknownCheckpoint
+from diffusion.checkpoint import (
+    SD2_V_PROBE,
+    SD2_V_STD_THRESHOLD,
+    UNET_PREFIX,
+    VAE_PREFIX,
+    CheckpointMismatch,
+    UnknownCheckpoint,
+    check_shapes,
+    detect_layout,
+    detect_vae_config,
+)
 from diffusion.dit_layers import cast_state, storage_dtypes
 from diffusion.families import FLUX, SD3, ModelFamily
 from diffusion.flow_sampling import FLUX_DEV_SHIFT, FLUX_SCHNELL_SHIFT, SD3_SHIFT, FluxSampling, ShiftedFlowSampling
@@ -46,9 +56,10 @@ from diffusion.text_encoders import (
     detect_text_encoder,
     text_encoder_state_dict,
 )
+from diffusion.unet import UNetModel
 from diffusion.vae import AutoencoderKL
 
-DIFFUSION_PREFIX = "model.diffusion_model."
+DIFFUSION_PREFIX = UNET_PREFIX  # model.diffusion_model., as in a checkpoint
 WeightStorage = Literal["default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2"]
 WEIGHT_STORAGE: Mapping[str, torch.dtype | None] = {
     "default": None,
@@ -125,16 +136,6 @@ def flow_compute_dtype(codes: list[str], device: torch.device, dtype: torch.dtyp
     return torch.bfloat16 if narrow and native else torch.float32
 
 
-def _check(module: nn.Module, shapes: Mapping[str, tuple[int, ...]], path: Path, name: str) -> None:
-    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
-    missing = sorted(expected.keys() - shapes.keys())
-    unexpected = sorted(shapes.keys() - expected.keys())
-    wrong = {k: (tuple(shapes[k]), expected[k]) for k in sorted(expected.keys() & shapes.keys())
-             if tuple(shapes[k]) != expected[k]}
-    if missing or unexpected or wrong:
-        raise CheckpointMismatch(path, name, missing=missing, unexpected=unexpected, wrong_shapes=wrong)
-
-
 def _assign(module: nn.Module, tensors: Mapping[str, torch.Tensor], device: torch.device, compute: torch.dtype,
             storage: torch.dtype | None) -> nn.Module:
     """Put the (already renamed, memory-mapped) tensors into the module, each in its storage dtype."""
@@ -200,9 +201,6 @@ def detect_diffusion_model(shapes: Mapping[str, tuple[int, ...]], *, path: str |
 def _unet_layout(shapes: Mapping[str, tuple[int, ...]], prefix: str, path: Path) -> DiffusionModelLayout:
     """An SD1.x / SD2.x / SDXL UNet alone (ldm names): the checkpoint rules of diffusion/checkpoint.py, applied
     under the checkpoint prefix. SDXL v-prediction follows a `v_pred` key; SD2's eps/v is decided after loading."""
-    from diffusion.checkpoint import UNET_PREFIX, detect_layout
-    from diffusion.unet import UNetModel
-
     prefixed = {UNET_PREFIX + k[len(prefix):]: v for k, v in shapes.items() if k.startswith(prefix)}
     if "v_pred" in shapes:
         prefixed["v_pred"] = shapes["v_pred"]
@@ -215,8 +213,6 @@ def _unet_layout(shapes: Mapping[str, tuple[int, ...]], prefix: str, path: Path)
 
 def _with_sd2_prediction(loaded: LoadedDiffusionModel) -> LoadedDiffusionModel:
     """SD2 with 4 input channels is a v-model when one norm bias varies (checkpoint.py's rule, read after loading)."""
-    from diffusion.checkpoint import SD2_V_PROBE, SD2_V_STD_THRESHOLD
-
     family = loaded.family
     if family.name != "sd2" or loaded.config.in_channels != 4:
         return loaded
@@ -234,7 +230,7 @@ def check_diffusion_model(shapes: Mapping[str, tuple[int, ...]], *, path: str | 
     layout = detect_diffusion_model(shapes, path=path)
     with torch.device("meta"):
         module = layout.build()
-    _check(module, {k[len(layout.prefix):]: v for k, v in shapes.items()
+    check_shapes(module, {k[len(layout.prefix):]: v for k, v in shapes.items()
                     if k.startswith(layout.prefix) and k != "v_pred"}, Path(path), "diffusion model")
     return layout
 
@@ -337,7 +333,7 @@ def _text_encoder_plan(shapes: Mapping[str, tuple[int, ...]], path: Path
         def rename(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             return text_encoder_state_dict(tensors, "", config)
     meta = {k: torch.empty(v, device="meta") for k, v in shapes.items()}
-    _check(module, {k: tuple(v.shape) for k, v in rename(meta).items()}, path, f"{kind} text encoder")
+    check_shapes(module, {k: tuple(v.shape) for k, v in rename(meta).items()}, path, f"{kind} text encoder")
     return kind, config, module, rename
 
 
@@ -367,8 +363,6 @@ def load_text_encoder_file(path: str | os.PathLike[str], *, device: torch.device
 
 # ---------------------------------------------------------------------------------------------------------------
 # Single-file checkpoints of the flow families (SD3.5 releases; ComfyUI's all-in-one Flux / SD3 files)
-
-VAE_PREFIX = "first_stage_model."
 
 
 @dataclass(frozen=True)
@@ -400,8 +394,6 @@ def load_flow_checkpoint(path: str | os.PathLike[str], *, device: torch.device |
     (the 16-channel VAE) and ``text_encoders.{clip_l,clip_g,t5xxl}.transformer.*``. Every part is checked by
     name and shape before data is read; a tensor no part owns is an error. auto_dtype: as `load_diffusion_model`
     (the diffusion model only)."""
-    from diffusion.checkpoint import detect_vae_config
-
     device = torch.device(device)
     header = read_header(path)
     shapes = header.shapes
@@ -413,7 +405,7 @@ def load_flow_checkpoint(path: str | os.PathLike[str], *, device: torch.device |
     if vae_shapes:
         with torch.device("meta"):
             vae_module = AutoencoderKL(detect_vae_config(vae_shapes, path=header.path, prefix=""))
-        _check(vae_module, vae_shapes, header.path, "VAE")
+        check_shapes(vae_module, vae_shapes, header.path, "VAE")
         owned |= {VAE_PREFIX + k for k in vae_shapes}
     plans = []
     for slot in layout.family.text_encoders:

@@ -92,6 +92,10 @@ class Conditioning:
     def map(self, change: Callable[[CondEntry], CondEntry]) -> Conditioning:
         return Conditioning(tuple(change(entry) for entry in self.entries))
 
+    def with_extra(self, **values: Any) -> Conditioning:
+        """Every entry with `values` merged into its extra (these win over keys already there)."""
+        return self.map(lambda e: e.replace(extra={**e.extra, **values}))
+
     def __add__(self, other: Conditioning) -> Conditioning:
         return Conditioning(self.entries + other.entries)
 

@@ -29,10 +29,6 @@ class ConditioningError(ValueError):
     """Inputs a conditioning node cannot use (e.g. an SDXL encode with a CLIP that has no clip_g)."""
 
 
-def _with_extra(conditioning: Conditioning, **values: object) -> Conditioning:
-    return conditioning.map(lambda e: e.replace(extra={**e.extra, **values}))
-
-
 def encode_sdxl(ctx: RunContext, clip: Clip, text_g: str, text_l: str) -> CondEntry:
     """clip_g encodes text_g and clip_l text_l; the shorter is padded with empty-prompt chunks to the same length
     (ComfyUI's CLIPTextEncodeSDXL)."""
@@ -103,7 +99,7 @@ class CLIPTextEncodeSDXLRefiner(Node):
     @classmethod
     def run(cls, ctx: RunContext, ascore: float, width: int, height: int, text: str,
             clip: Clip) -> tuple[Conditioning]:
-        return (_with_extra(encode_prompt(ctx, clip, text), aesthetic_score=ascore, width=width, height=height),)
+        return (encode_prompt(ctx, clip, text).with_extra(aesthetic_score=ascore, width=width, height=height),)
 
 
 class CLIPTextEncodeControlnet(Node):
@@ -121,8 +117,8 @@ class CLIPTextEncodeControlnet(Node):
     @classmethod
     def run(cls, ctx: RunContext, clip: Clip, conditioning: Conditioning, text: str) -> tuple[Conditioning]:
         encoded = encode_prompt(ctx, clip, text).entries[0]
-        return (_with_extra(conditioning, cross_attn_controlnet=encoded.cross_attn,
-                            pooled_output_controlnet=encoded.pooled),)
+        return (conditioning.with_extra(cross_attn_controlnet=encoded.cross_attn,
+                                        pooled_output_controlnet=encoded.pooled),)
 
 
 class ConditioningConcat(Node):
@@ -207,7 +203,7 @@ class InpaintModelConditioning(Node):
         latent = encode_images(models, vae, cropped)
         values = {CONCAT_LATENT_IMAGE: concat_latent, CONCAT_MASK: mask}
         out = Latent(latent, noise_mask=mask if noise_mask else None)
-        return _with_extra(positive, **values), _with_extra(negative, **values), out
+        return positive.with_extra(**values), negative.with_extra(**values), out
 
 
 class InstructPixToPixConditioning(Node):
@@ -227,8 +223,8 @@ class InstructPixToPixConditioning(Node):
             pixels: torch.Tensor) -> tuple[Conditioning, Conditioning, Latent]:
         concat_latent = encode_images(ctx.services.models, vae, _crop_pixels(pixels, vae.downscale))
         out = Latent(torch.zeros_like(concat_latent))
-        return (_with_extra(positive, **{CONCAT_LATENT_IMAGE: concat_latent}),
-                _with_extra(negative, **{CONCAT_LATENT_IMAGE: concat_latent}), out)
+        return (positive.with_extra(**{CONCAT_LATENT_IMAGE: concat_latent}),
+                negative.with_extra(**{CONCAT_LATENT_IMAGE: concat_latent}), out)
 
 
 NODES = (CLIPTextEncodeSDXL, CLIPTextEncodeSDXLRefiner, CLIPTextEncodeControlnet, ConditioningConcat,

@@ -61,12 +61,13 @@ class CheckpointLoaderSimple(Node):
     def run(cls, ctx: RunContext, ckpt_name: str) -> tuple[Model, Clip | None, Vae | None]:
         path = ctx.services.folders.model_path("checkpoints", ckpt_name)
         models = ctx.services.models
-        if is_flow_checkpoint(read_header(path).shapes):  # Flux / SD3 single files (nodes/model_parts.py)
+        header = read_header(path)  # read once: the family test and the preview colours
+        if is_flow_checkpoint(header.shapes):  # Flux / SD3 single files (nodes/model_parts.py)
             from nodes.model_parts import load_flow_checkpoint_handles
 
             return load_flow_checkpoint_handles(ctx, path)
         loaded = models.load(path, "checkpoint", _load_checkpoint)
-        latent_rgb = latent_rgb_from_metadata(read_header(path).metadata) or family_latent_rgb(loaded.family.name)
+        latent_rgb = latent_rgb_from_metadata(header.metadata) or family_latent_rgb(loaded.family.name)
         model, clip, vae = checkpoint_handles(loaded, tokenizer=models.tokenizer(),
                                               latent_rgb=latent_rgb)
         return model, clip, vae

@@ -265,10 +265,6 @@ def encode_flow(ctx: RunContext, clip: Clip, texts: Mapping[str, str], *, empty_
     return Conditioning((CondEntry(cross_attn=encoded.cond, pooled=encoded.pooled),))
 
 
-def _with_extra(conditioning: Conditioning, **values: Any) -> Conditioning:
-    return conditioning.map(lambda e: e.replace(extra={**e.extra, **values}))
-
-
 def _prompt(**kw: Any) -> String:
     return String(None, multiline=True, dynamic_prompts=True, **kw)
 
@@ -287,7 +283,7 @@ class CLIPTextEncodeFlux(Node):
 
     @classmethod
     def run(cls, ctx: RunContext, clip: Clip, clip_l: str, t5xxl: str, guidance: float) -> tuple[Conditioning]:
-        return (_with_extra(encode_flow(ctx, clip, {"clip_l": clip_l, "t5xxl": t5xxl}), guidance=guidance),)
+        return (encode_flow(ctx, clip, {"clip_l": clip_l, "t5xxl": t5xxl}).with_extra(guidance=guidance),)
 
 
 class FluxGuidance(Node):
@@ -302,7 +298,7 @@ class FluxGuidance(Node):
 
     @classmethod
     def run(cls, ctx: RunContext, conditioning: Conditioning, guidance: float) -> tuple[Conditioning]:
-        return (_with_extra(conditioning, guidance=guidance),)
+        return (conditioning.with_extra(guidance=guidance),)
 
 
 class FluxDisableGuidance(Node):
@@ -316,7 +312,7 @@ class FluxDisableGuidance(Node):
 
     @classmethod
     def run(cls, ctx: RunContext, conditioning: Conditioning) -> tuple[Conditioning]:
-        return (_with_extra(conditioning, guidance=None),)
+        return (conditioning.with_extra(guidance=None),)
 
 
 class CLIPTextEncodeSD3(Node):
