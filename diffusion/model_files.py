@@ -22,6 +22,7 @@ UNets, the VAE and the text encoders keep fp32 on the CPU.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -99,26 +100,23 @@ def compute_dtype(codes: list[str], device: torch.device, dtype: torch.dtype | N
 
 
 _CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")  # /proc/cpuinfo flags (x86) / Features (arm64)
-_CPU_BF16: bool | None = None
 
 
+@functools.cache
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU multiplies bf16 natively: an AVX512-BF16 / AMX-BF16 (x86) or BF16 (Arm) flag in
     /proc/cpuinfo, else oneDNN's own check (macOS, Windows). Without it bf16 matmuls are emulated and slower than
     fp32. Read once per process."""
-    global _CPU_BF16
-    if _CPU_BF16 is None:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
+            flags = {word for line in info if line.lower().startswith(("flags", "features"))
+                     for word in line.split(":", 1)[-1].split()}
+        return any(flag in flags for flag in _CPU_BF16_FLAGS)
+    except OSError:
         try:
-            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
-                flags = {word for line in info if line.lower().startswith(("flags", "features"))
-                         for word in line.split(":", 1)[-1].split()}
-            _CPU_BF16 = any(flag in flags for flag in _CPU_BF16_FLAGS)
-        except OSError:
-            try:
-                _CPU_BF16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-            except (AttributeError, RuntimeError):
-                _CPU_BF16 = False
-    return _CPU_BF16
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):
+            return False
 
 
 def flow_compute_dtype(codes: list[str], device: torch.device, dtype: torch.dtype | None, *,

@@ -35,7 +35,7 @@ def parts(tmp_path_factory):
 def native_bf16(monkeypatch):
     """Pretend the CPU has (True) or lacks (False) native bf16."""
     def set_to(value: bool) -> None:
-        monkeypatch.setattr(model_files, "_CPU_BF16", value)
+        monkeypatch.setattr(model_files, "cpu_has_native_bf16", lambda: value)
     return set_to
 
 
