@@ -1,17 +1,15 @@
 """Image upscaling with super-resolution networks (ESRGAN and the other single-image architectures spandrel
 detects from a state dict), run in overlapping tiles so a large image fits in memory.
 
-Tiling as ComfyUI's ImageUpscaleWithModel (comfy/utils.py tiled_scale): 512-pixel tiles overlapping by 32, each
-output tile weighted by a mask that ramps linearly over the scaled overlap at every edge, the sum divided by the
-summed weights; on an out-of-memory error the tile is halved and the image started again (down to 128).
+Tiling as ComfyUI's ImageUpscaleWithModel (comfy/utils.py tiled_scale; here diffusion/tiling.py): 512-pixel tiles
+overlapping by 32, blended with feathered masks, the result assembled on the CPU; on an out-of-memory error the tile
+is halved and the image started again (down to 128).
 
 Model files are .safetensors only (pickle checkpoints are refused, as everywhere in Chisel).
 """
 
 from __future__ import annotations
 
-import itertools
-import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +19,7 @@ from torch import Tensor
 
 from diffusion.memory import is_out_of_memory
 from diffusion.safetensors_io import CheckpointError, open_tensors, read_header
+from diffusion.tiling import tile_count, tiled_scale
 
 TILE = 512
 OVERLAP = 32
@@ -82,58 +81,6 @@ def load_upscale_model(path: str | os.PathLike[str], *, device: torch.device | s
     return UpscaleModel(descriptor=descriptor, name=header.path.name)
 
 
-def tiled_scale_steps(width: int, height: int, tile: int, overlap: int) -> int:
-    """Tiles per image (ComfyUI get_tiled_scale_steps), for progress."""
-    rows = 1 if height <= tile else math.ceil((height - overlap) / (tile - overlap))
-    cols = 1 if width <= tile else math.ceil((width - overlap) / (tile - overlap))
-    return rows * cols
-
-
-def tiled_scale(images: Tensor, fn: Callable[[Tensor], Tensor], *, tile: int, overlap: int, scale: int,
-                out_channels: int, progress: Callable[[], None] | None = None) -> Tensor:
-    """Apply `fn` ([1, C, h, w] -> [1, out_channels, h·scale, w·scale]) to [B, C, H, W] tile by tile and blend.
-
-    Tiles start every tile - overlap pixels (the last one clamped inside); an image that fits one tile is done
-    whole. The result is on the CPU in float32.
-    """
-    batch, _, height, width = images.shape
-    out_h, out_w = height * scale, width * scale
-    result = torch.empty(batch, out_channels, out_h, out_w)
-    feather = overlap * scale
-    for b in range(batch):
-        image = images[b:b + 1]
-        if height <= tile and width <= tile:
-            result[b:b + 1] = fn(image).float().cpu()
-            if progress is not None:
-                progress()
-            continue
-        total = result[b:b + 1].zero_()  # accumulate in place: the output is the only full-size colour buffer
-        weights = torch.zeros(1, 1, out_h, out_w)  # the blend mask is the same for every channel
-        rows = range(0, height - overlap, tile - overlap) if height > tile else [0]
-        cols = range(0, width - overlap, tile - overlap) if width > tile else [0]
-        for y0, x0 in itertools.product(rows, cols):
-            y = max(0, min(height - overlap, y0))
-            x = max(0, min(width - overlap, x0))
-            h, w = min(tile, height - y), min(tile, width - x)
-            piece = fn(image[:, :, y:y + h, x:x + w]).float().cpu()  # (1, C_out, h·s, w·s)
-            mask = torch.ones(1, 1, *piece.shape[2:])
-            for dim in (2, 3):
-                if feather >= mask.shape[dim]:
-                    continue
-                for t in range(feather):
-                    ramp = (t + 1) / feather
-                    mask.narrow(dim, t, 1).mul_(ramp)
-                    mask.narrow(dim, mask.shape[dim] - 1 - t, 1).mul_(ramp)
-            region = (slice(None), slice(None), slice(y * scale, y * scale + piece.shape[2]),
-                      slice(x * scale, x * scale + piece.shape[3]))
-            total[region] += piece * mask
-            weights[region] += mask
-            if progress is not None:
-                progress()
-        total.div_(weights)
-    return result
-
-
 def _is_oom(error: BaseException) -> bool:
     return is_out_of_memory(error) or (isinstance(error, RuntimeError) and "can't allocate memory" in str(error))
 
@@ -153,7 +100,7 @@ def upscale_images(model: UpscaleModel, images: Tensor, *, device: torch.device,
         return net(piece)  # type: ignore[operator]
 
     while True:
-        steps = pixels.shape[0] * tiled_scale_steps(pixels.shape[3], pixels.shape[2], tile, overlap)
+        steps = pixels.shape[0] * tile_count(pixels.shape[2:], (tile, tile), overlap)
         done = [0]
 
         def tick() -> None:
@@ -163,8 +110,8 @@ def upscale_images(model: UpscaleModel, images: Tensor, *, device: torch.device,
 
         try:
             with torch.inference_mode():
-                out = tiled_scale(pixels, run, tile=tile, overlap=overlap, scale=model.scale,
-                                  out_channels=int(net.output_channels), progress=tick)  # type: ignore[attr-defined]
+                out = tiled_scale(pixels, run, (tile, tile), overlap, model.scale,
+                                  int(net.output_channels), tick, out_device="cpu")  # type: ignore[attr-defined]
             break
         except (RuntimeError, MemoryError) as error:
             if not (isinstance(error, MemoryError) or _is_oom(error)):

@@ -9,7 +9,8 @@ from collections.abc import Callable
 import torch
 
 from diffusion.handles import Vae
-from diffusion.tiled_vae import decode_tiled, encode_tiled, tile_count
+from diffusion.tiled_vae import decode_tiled, encode_tiled
+from diffusion.tiling import tile_count
 from nodes.context import RunContext
 from nodes.inputs import Int, Link
 from nodes.registry import Node, Output

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from diffusion.safetensors_io import CheckpointFormatError, save_atomic
-from diffusion.upscale import UpscaleModelError, load_upscale_model, tiled_scale, tiled_scale_steps, upscale_images
+from diffusion.tiling import tile_count, tiled_scale
+from diffusion.upscale import UpscaleModelError, load_upscale_model, upscale_images
 from tests.diffusion.tiny_esrgan import write_esrgan
 
 CPU = torch.device("cpu")
@@ -39,7 +40,7 @@ def test_tiled_upscale_agrees_with_the_whole_image(esrgan):
     steps = []
     tiled = upscale_images(esrgan, image, device=CPU, tile=48, overlap=16,
                            progress=lambda done, total: steps.append((done, total)))
-    assert steps[-1] == (6, 6) == (tiled_scale_steps(96, 72, 48, 16),) * 2
+    assert steps[-1] == (6, 6) == (tile_count((72, 96), (48, 48), 16),) * 2
     difference = (tiled - whole).abs()
     assert float(difference.mean()) < 0.01 and float(difference.max()) < 0.15
 
@@ -47,7 +48,7 @@ def test_tiled_upscale_agrees_with_the_whole_image(esrgan):
 def test_tile_blending_is_exact_for_a_pointwise_model():
     images = torch.rand(2, 3, 50, 70)
     nearest = lambda x: torch.nn.functional.interpolate(x * 2.0 - 0.5, scale_factor=2, mode="nearest")  # noqa: E731
-    tiled = tiled_scale(images, nearest, tile=24, overlap=6, scale=2, out_channels=3)
+    tiled = tiled_scale(images, nearest, (24, 24), 6, 2, 3, out_device="cpu")
     torch.testing.assert_close(tiled, nearest(images), atol=1e-5, rtol=1e-5)
 
 

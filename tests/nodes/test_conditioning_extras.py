@@ -17,7 +17,7 @@ from diffusion.checkpoint import save_sd1_checkpoint
 from diffusion.concat_cond import BLANK_INPAINT_LATENT, ConcatError, concat_kind, resize_to_batch
 from diffusion.families import sdxl_refiner_adm
 from diffusion.memory import ModelManager
-from diffusion.tiled_vae import TilingError, tiled_scale
+from diffusion.tiling import TilingError, tiled_scale
 from diffusion.unet import UNetModel
 from nodes.conditioning_extras import ConditioningError
 from nodes.context import RunContext
