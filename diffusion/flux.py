@@ -14,7 +14,6 @@ context [B, T, 4096] T5 states, y [B, 768] pooled CLIP-L, guidance [B] or None)`
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from collections.abc import Mapping
@@ -27,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from diffusion.dit_layers import Linear, RMSNorm, layer_norm
+from diffusion.unet import timestep_embedding as unet_timestep_embedding
 
 if TYPE_CHECKING:
     from diffusion.controlnet import ControlResiduals
@@ -86,15 +86,8 @@ class FluxConfig:
 
 def timestep_embedding(t: Tensor, dim: int = TIME_EMBED_DIM, max_period: float = 10000.0,
                        time_factor: float = TIME_FACTOR) -> Tensor:
-    """Sinusoidal embedding of t·1000: [cos(t·f_i), sin(t·f_i)], f_i = max_period^(−i/half) (float32)."""
-    t = time_factor * t
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(0, half, dtype=torch.float32, device=t.device) / half)
-    args = t[:, None].float() * freqs[None]
-    embedding = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
-    if dim % 2:
-        embedding = torch.cat([embedding, torch.zeros_like(embedding[:, :1])], dim=-1)
-    return embedding
+    """Sinusoidal embedding of t·1000 (the UNet's, diffusion/unet.py, of the scaled time; float32)."""
+    return unet_timestep_embedding(time_factor * t, dim, max_period)
 
 
 def rope(pos: Tensor, dim: int, theta: int = ROPE_THETA) -> Tensor:

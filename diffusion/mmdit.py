@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from diffusion.attention import multihead_attention
 from diffusion.dit_layers import Linear, layer_norm
+from diffusion.unet import timestep_embedding as unet_timestep_embedding
 
 TIME_EMBED_DIM = 256
 DEFAULT_HEAD_DIM = 64
@@ -64,11 +65,8 @@ class MMDiTConfig:
 
 
 def timestep_embedding(t: Tensor, dim: int = TIME_EMBED_DIM, max_period: float = 10000.0) -> Tensor:
-    """[cos(t·f_i), sin(t·f_i)], f_i = max_period^(−i/half), in t's float dtype (t is already σ·1000)."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(0, half, dtype=torch.float32, device=t.device) / half)
-    args = t[:, None].float() * freqs[None]
-    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    """The UNet's sinusoidal embedding (diffusion/unet.py) at MMDiT's width; t is already σ·1000 (float32)."""
+    return unet_timestep_embedding(t, dim, max_period)
 
 
 def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
